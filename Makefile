@@ -1,0 +1,25 @@
+# The two commands of the README: `make run` (install, index corpus/, serve the chat) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := -q --disable-pip-version-check --no-warn-script-location
+# Stamp the install on pyproject.toml and constraints.txt so later runs skip pip.
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import qa, faiss, bm25s, nltk, gradio, sentence_transformers"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) app.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) index/gen-* index/CURRENT

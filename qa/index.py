@@ -1,0 +1,247 @@
+"""Build and open the on-disk index: SQLite store, FAISS vectors, BM25 keyword indexes, manifest.
+
+Layout: ``index/CURRENT`` names the live generation folder ``index/gen-NNNNNN``. A build
+writes a whole new generation beside the live one and then replaces CURRENT in one atomic
+rename, so a build that dies midway leaves the previous index usable. Unchanged articles
+keep their vectors: only new and changed articles are embedded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from hashlib import sha1
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+
+from qa import store
+from qa.articles import Article, LoadResult, Problem, load_corpus
+from qa.embed import Encoder
+from qa.sentences import Splitter
+from qa.tokens import tokenize
+
+log = logging.getLogger(__name__)
+
+FORMAT = "newsqa-index v1"
+HNSW_THRESHOLD = 100_000  # sentences; below it exact search is fast enough (20 ms at 100k, 384 d)
+BM25_PARAMS = {"k1": 1.2, "b": 0.5}
+KEYWORD_LEVELS = ("sentence", "window", "article")
+
+
+class IndexUnusable(RuntimeError):
+    """The index is missing, damaged or built with other settings; the message says how to fix it."""
+
+
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str
+    model: str | None  # None: keyword-only
+    dim: int | None
+    mode: str  # "hybrid" or "keyword-only"
+    mode_reason: str  # why keyword-only, and how to get the model
+    splitter: str
+    articles: int
+    sentences: int
+    corpus_fingerprint: str
+    built_at: str
+    faiss_index: str | None
+    bm25: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise IndexUnusable(f"{path.parent} has index format {data.get('format')!r}, this program reads "
+                                f"{FORMAT!r}. Rebuild it: qa index CORPUS --index {path.parent.parent} --rebuild")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    manifest: Manifest
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    embedded: int  # sentences embedded in this build
+    problems: tuple[Problem, ...]
+    duplicates: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+def live_generation(index_dir: Path) -> Path | None:
+    current = Path(index_dir) / "CURRENT"
+    if not current.exists():
+        return None
+    gen = Path(index_dir) / current.read_text(encoding="utf-8").strip()
+    return gen if (gen / "manifest.json").exists() else None
+
+
+def read_manifest(index_dir: str | Path) -> Manifest:
+    gen = live_generation(Path(index_dir))
+    if gen is None:
+        raise IndexUnusable(f"no index in {index_dir}. Build one: qa index CORPUS --index {index_dir}")
+    return Manifest.read(gen / "manifest.json")
+
+
+def _origin(article: Article, root: Path) -> str:
+    base = root if root.is_dir() else root.parent
+    return str((base / article.origin).resolve()) if article.origin else ""
+
+
+def _in_scope(origin: str, root: Path) -> bool:
+    r = str(root.resolve())
+    return origin == r or origin.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def check_compatible(manifest: Manifest, model: str | None, splitter: Splitter, index_dir: Path) -> None:
+    fix = "rebuild it with --rebuild, or index into another folder with --index DIR"
+    if manifest.splitter != splitter.name:
+        raise IndexUnusable(f"the index in {index_dir} was split with {manifest.splitter!r}, "
+                            f"now the splitter is {splitter.name!r}: {fix}")
+    if manifest.model != model:
+        raise IndexUnusable(f"the index in {index_dir} was built with model {manifest.model or 'none (keyword-only)'}, "
+                            f"now it is {model or 'none (keyword-only)'}: {fix}, or pass --model {manifest.model or 'none'}")
+
+
+def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encoder: Encoder | None,
+                mode_reason: str = "", rebuild: bool = False, progress: bool = True,
+                loaded: LoadResult | None = None) -> BuildReport:
+    """Bring the index in index_dir up to date with corpus (a folder or a file).
+
+    Articles from files under corpus that are new or changed are (re-)embedded, ones whose file
+    is gone are removed; articles indexed from elsewhere are kept.
+    """
+    t0 = time.perf_counter()
+    root, index_dir = Path(corpus), Path(index_dir)
+    loaded = loaded or load_corpus(root)
+    for p in loaded.problems:
+        log.warning("%s: %s", p.path, p.message)
+    model = encoder.info.name if encoder else None
+    old_gen = None if rebuild else live_generation(index_dir)
+    stored, old_vectors = {}, None
+    if old_gen is not None:
+        old_manifest = Manifest.read(old_gen / "manifest.json")
+        check_compatible(old_manifest, model, splitter, index_dir)
+        old_db = store.connect(old_gen / "store.sqlite", readonly=True)
+        stored = store.article_hashes(old_db)
+        old_db.close()
+    seen = {a.id for a in loaded.articles}
+    removed = [i for i, (_, origin) in stored.items() if i not in seen and _in_scope(origin, root)]
+    fresh = [a for a in loaded.articles if stored.get(a.id, ("",))[0] != a.content_hash]
+    updated = sum(1 for a in fresh if a.id in stored)
+    if old_gen is not None and not fresh and not removed:
+        return BuildReport(old_manifest, 0, 0, 0, old_manifest.articles, 0, loaded.problems,
+                           loaded.duplicates, time.perf_counter() - t0)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    new_gen = index_dir / f"gen-{time.time_ns():020d}"
+    new_gen.mkdir()
+    try:
+        if old_gen is not None:
+            shutil.copyfile(old_gen / "store.sqlite", new_gen / "store.sqlite")
+            if encoder is not None:
+                old_vectors = np.load(old_gen / "vectors.npy", mmap_mode="r")
+        db = store.connect(new_gen / "store.sqlite")
+        with db:
+            store.delete_articles(db, removed + [a.id for a in fresh if a.id in stored])
+            for a in fresh:
+                store.insert_article(db, a, _origin(a, root), splitter.split(a.id, a.text))
+            previous = store.renumber(db)
+        texts = [t for (t,) in db.execute("SELECT text FROM sentences ORDER BY pos")]
+        if not texts:
+            raise IndexUnusable(f"nothing to index: no readable article in {root}"
+                                + "".join(f"\n  {p.path}: {p.message}" for p in loaded.problems))
+        vectors = _vectors(encoder, texts, previous, old_vectors, progress) if encoder else None
+        if vectors is not None:
+            np.save(new_gen / "vectors.npy", vectors)
+            faiss.write_index(_faiss_index(vectors), str(new_gen / "dense.faiss"))
+        _write_keyword_indexes(db, texts, new_gen)
+        n_articles = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+        fingerprint = sha1("".join(f"{i}:{h}\n" for i, h in db.execute(
+            "SELECT id, content_hash FROM articles ORDER BY id")).encode()).hexdigest()
+        db.close()
+        manifest = Manifest(
+            format=FORMAT, model=model, dim=encoder.info.dim if encoder else None,
+            mode="hybrid" if encoder else "keyword-only", mode_reason="" if encoder else mode_reason,
+            splitter=splitter.name, articles=n_articles, sentences=len(texts), corpus_fingerprint=fingerprint,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            faiss_index=None if vectors is None else ("IndexHNSWFlat" if len(texts) >= HNSW_THRESHOLD else "IndexFlatIP"),
+            bm25={**BM25_PARAMS, "levels": list(KEYWORD_LEVELS), "tokens": "stopwords-en+snowball"})
+        (new_gen / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), encoding="utf-8")
+        _publish(index_dir, new_gen)
+    except BaseException:
+        shutil.rmtree(new_gen, ignore_errors=True)
+        raise
+    embedded = sum(1 for p in previous if p is None) if encoder else 0
+    return BuildReport(manifest, added=len(fresh) - updated, updated=updated, removed=len(removed),
+                       unchanged=n_articles - len(fresh), embedded=embedded, problems=loaded.problems,
+                       duplicates=loaded.duplicates, seconds=time.perf_counter() - t0)
+
+
+def _vectors(encoder: Encoder, texts: list[str], previous: list[int | None], old: np.ndarray | None,
+             progress: bool) -> np.ndarray:
+    """(n, d) float32: old rows carried over, only new sentences embedded."""
+    out = np.zeros((len(texts), encoder.info.dim), dtype=np.float32)
+    todo = [i for i, p in enumerate(previous) if p is None or old is None]
+    kept = [i for i in range(len(texts)) if previous[i] is not None and old is not None]
+    if kept:
+        out[kept] = old[[previous[i] for i in kept]]
+    if todo:
+        log.info("embedding %d new sentences with %s", len(todo), encoder.info.name)
+        out[todo] = encoder.encode_documents([texts[i] for i in todo], progress=progress)
+    return out
+
+
+def _faiss_index(vectors: np.ndarray) -> "faiss.Index":
+    """Exact inner product for small corpora, HNSW above HNSW_THRESHOLD sentences."""
+    n, d = vectors.shape
+    if n >= HNSW_THRESHOLD:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    else:
+        index = faiss.IndexFlatIP(d)
+    index.add(vectors)
+    return index
+
+
+def _write_keyword_indexes(db: sqlite3.Connection, texts: list[str], gen: Path) -> None:
+    """BM25 over three views of the text: each sentence, the sentence with its neighbours, its article."""
+    sent_tokens = [tokenize(t) for t in texts]
+    article_of = [a for (a,) in db.execute("SELECT article_id FROM sentences ORDER BY pos")]
+    window = []
+    for i, toks in enumerate(sent_tokens):
+        same = [j for j in (i - 1, i + 1) if 0 <= j < len(texts) and article_of[j] == article_of[i]]
+        window.append(toks + [t for j in same for t in sent_tokens[j]])
+    articles, order = {}, []
+    for title, aid in db.execute("SELECT a.title, a.id FROM articles a ORDER BY a.rowid"):
+        articles[aid] = tokenize(title)
+        order.append(aid)
+    for aid, toks in zip(article_of, sent_tokens):
+        articles[aid].extend(toks)
+    article_pos = {a: i for i, a in enumerate(order)}
+    np.save(gen / "sentence_article.npy", np.array([article_pos[a] for a in article_of], dtype=np.int64))
+    for level, docs in zip(KEYWORD_LEVELS, (sent_tokens, window, [articles[a] for a in order])):
+        bm = bm25s.BM25(**BM25_PARAMS)
+        bm.index([d or [""] for d in docs], show_progress=False)
+        bm.save(gen / f"bm25-{level}", show_progress=False)
+
+
+def _publish(index_dir: Path, gen: Path) -> None:
+    """Point CURRENT at gen atomically, then delete older generations."""
+    tmp = index_dir / "CURRENT.tmp"
+    tmp.write_text(gen.name, encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, index_dir / "CURRENT")
+    for old in index_dir.glob("gen-*"):
+        if old != gen:
+            shutil.rmtree(old, ignore_errors=True)

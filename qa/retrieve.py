@@ -1,0 +1,250 @@
+"""Hybrid sentence retrieval: BM25 over sentence, window and article, fused with FAISS cosine."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+
+from qa import store
+from qa.articles import Article
+from qa.embed import Encoder, ModelUnavailable, load_encoder
+from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, live_generation
+from qa.tokens import tokenize
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each signal counts; keyword scores are divided by their best value per question.
+
+    Fitted on half of SQuAD v1.1 dev (bench/reqa_squad.py); see docs/benchmarks.md.
+    """
+    sentence: float = 1.0
+    window: float = 0.5
+    article: float = 0.3
+    dense: float = 1.0
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A sentence in its article, with what a citation needs."""
+    sentence_id: str
+    article_id: str
+    title: str
+    source: str
+    published: str
+    url: str
+    index: int  # position of the sentence in its article
+    paragraph: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved fact: the best passage, every article that reports it, and its context."""
+    passage: Passage
+    score: float  # fused score; comparable within one question only
+    support: float  # share of the question's keyword weight (idf) found in the sentence and its neighbours, 0..1
+    dense: float | None  # cosine similarity to the question, None in keyword-only mode
+    before: tuple[str, ...]  # the preceding sentence(s) of the same article
+    after: tuple[str, ...]
+    sources: tuple[Passage, ...]  # every article reporting this fact, the best first (passage included)
+
+    @property
+    def text(self) -> str:
+        return self.passage.text
+
+    @property
+    def article_id(self) -> str:
+        return self.passage.article_id
+
+
+@dataclass(frozen=True)
+class Stats:
+    articles: int
+    sentences: int
+    first_date: str
+    last_date: str
+    sources: tuple[str, ...]
+    mode: str  # "hybrid (MODEL)" or "keyword-only"
+    mode_reason: str
+
+
+class Retriever:
+    """A loaded index. Load once with Retriever.load and share it; search is read-only."""
+
+    def __init__(self, gen: Path, manifest: Manifest, encoder: Encoder | None, notice: str = "",
+                 weights: Weights = Weights()):
+        self.manifest, self.encoder, self.weights = manifest, encoder, weights
+        self.notice = notice or manifest.mode_reason
+        self.db = store.connect(gen / "store.sqlite", readonly=True)
+        self.bm25 = {lv: bm25s.BM25.load(gen / f"bm25-{lv}", show_progress=False) for lv in KEYWORD_LEVELS}
+        self.sentence_article = np.load(gen / "sentence_article.npy")
+        df = np.diff(self.bm25["sentence"].scores["indptr"]).astype(np.float64)
+        n = manifest.sentences
+        self.idf = dict(zip(self.bm25["sentence"].vocab_dict, np.log((n + 1) / (df + 0.5))))
+        self.unknown_idf = math.log((n + 1) / 0.5)
+        rows = self.db.execute("SELECT id, source, published FROM articles ORDER BY rowid").fetchall()
+        self.article_ids = [r[0] for r in rows]
+        self.article_source = np.array([r[1] for r in rows], dtype=object)
+        self.article_date = np.array([r[2][:10] for r in rows], dtype=object)
+        self.faiss = self.vectors = None
+        if encoder is not None:
+            self.faiss = faiss.read_index(str(gen / "dense.faiss"))
+            if hasattr(self.faiss, "hnsw"):
+                self.faiss.hnsw.efSearch = 128
+            self.vectors = np.load(gen / "vectors.npy", mmap_mode="r")
+
+    @classmethod
+    def load(cls, index_dir: str | Path, encoder: Encoder | None = None, load_model: bool = True,
+             weights: Weights = Weights()) -> "Retriever":
+        """Open the live index in index_dir; loads its model unless one is given or load_model is False."""
+        gen = live_generation(Path(index_dir))
+        if gen is None:
+            raise IndexUnusable(f"no index in {index_dir}. Build one: qa index CORPUS --index {index_dir}")
+        manifest = Manifest.read(gen / "manifest.json")
+        notice = ""
+        if manifest.model is None:
+            encoder = None
+        elif encoder is not None and (encoder.info.name, encoder.info.dim) != (manifest.model, manifest.dim):
+            raise IndexUnusable(f"the index in {index_dir} was built with {manifest.model} ({manifest.dim} d), "
+                                f"not {encoder.info.name} ({encoder.info.dim} d): pass --model {manifest.model} "
+                                f"or rebuild with qa index CORPUS --index {index_dir} --rebuild")
+        elif encoder is None and load_model:
+            try:
+                encoder = load_encoder(manifest.model)
+            except ModelUnavailable as e:
+                notice = f"keyword-only: the index's model cannot be loaded now ({e})"
+                log.warning(notice)
+        elif encoder is None:
+            notice = "keyword-only: model not loaded"
+        return cls(gen, manifest, encoder, notice, weights)
+
+    @property
+    def mode(self) -> str:
+        return f"hybrid ({self.encoder.info.name})" if self.encoder else "keyword-only"
+
+    def stats(self) -> Stats:
+        dates = sorted(d for d in self.article_date if d)
+        return Stats(articles=len(self.article_ids), sentences=self.manifest.sentences,
+                     first_date=dates[0] if dates else "", last_date=dates[-1] if dates else "",
+                     sources=tuple(sorted({s for s in self.article_source if s})), mode=self.mode,
+                     mode_reason=self.notice)
+
+    def article(self, article_id: str) -> Article | None:
+        return store.read_article(self.db, article_id)
+
+    def search(self, question: str, k: int = 5, sources: list[str] | None = None,
+               since: str | None = None, until: str | None = None) -> list[Hit]:
+        """The k best hits for question, best first; near-identical sentences of different
+        articles are merged into one hit. Filters: outlet names, ISO dates (inclusive)."""
+        question = question.strip()[:MAX_QUESTION_CHARS]
+        terms = tokenize(question)
+        w = self.weights
+        n = self.manifest.sentences
+        scores = np.zeros(n, dtype=np.float32)
+        for level, weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
+            if not terms or weight == 0:
+                continue
+            s = self.bm25[level].get_scores(terms)
+            if level == "article":
+                s = s[self.sentence_article]
+            top = float(s.max())
+            if top > 0:
+                scores += weight * s / top
+        allowed = self._filter(sources, since, until)
+        if allowed is not None:
+            scores[~allowed] = -np.inf
+        pool = max(50, 10 * k)
+        cand = np.argsort(-scores)[:pool]
+        cand = cand[scores[cand] > 0] if self.encoder is None else cand[np.isfinite(scores[cand])]
+        dense = None
+        if self.encoder is not None and question:
+            qv = self.encoder.encode_queries([question])
+            _, ids = self.faiss.search(qv, pool if allowed is None else min(n, pool * 20))
+            ids = ids[0][ids[0] >= 0]
+            if allowed is not None:
+                ids = ids[allowed[ids]]
+            cand = np.unique(np.concatenate([cand, ids[:pool]]))  # sorted, which suits the memmap
+            dense = np.asarray(self.vectors[cand] @ qv[0], dtype=np.float32)
+            fused = scores[cand] + w.dense * dense
+        else:
+            fused = scores[cand]
+        order = np.argsort(-fused, kind="stable")
+        ranked = [(int(cand[i]), float(fused[i]), None if dense is None else float(dense[i])) for i in order]
+        return self._hits(ranked, terms, k)
+
+    def ask(self, question: str, k: int = 5, **kwargs):
+        """A cited answer or an abstention: see qa.answer.answer."""
+        from qa.answer import answer  # answering builds on retrieval, not the other way round
+
+        return answer(self, question, k=k, **kwargs)
+
+    def _filter(self, sources, since, until) -> np.ndarray | None:
+        if not sources and not since and not until:
+            return None
+        ok = np.ones(len(self.article_ids), dtype=bool)
+        if sources:
+            ok &= np.isin(self.article_source, list(sources))
+        if since:
+            ok &= np.array([bool(d) and d >= since for d in self.article_date])
+        if until:
+            ok &= np.array([bool(d) and d <= until for d in self.article_date])
+        return ok[self.sentence_article]
+
+    def _hits(self, ranked: list[tuple[int, float, float | None]], terms: list[str], k: int) -> list[Hit]:
+        groups: list[list[tuple[Passage, float, float | None, set[str]]]] = []
+        for pos, score, dense in ranked:
+            p = self._passage(pos)
+            toks = set(tokenize(p.text))
+            for g in groups:
+                if p.article_id not in {q.article_id for q, *_ in g} and same_fact(toks, g[0][3]):
+                    g.append((p, score, dense, toks))
+                    break
+            else:
+                if len(groups) == k:
+                    continue
+                groups.append([(p, score, dense, toks)])
+        return [self._hit(g, terms) for g in groups]
+
+    def _hit(self, group, terms: list[str]) -> Hit:
+        p, score, dense, _ = group[0]
+        before = [t for (t,) in self.db.execute(
+            "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index - 1))]
+        after = [t for (t,) in self.db.execute(
+            "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index + 1))]
+        return Hit(passage=p, score=score, support=self.support(terms, " ".join([*before, p.text, *after])),
+                   dense=dense, before=tuple(before), after=tuple(after),
+                   sources=tuple(q for q, *_ in group))
+
+    def support(self, terms: list[str], text: str) -> float:
+        """Share of the question terms' idf found in text (0..1): how much of the question it covers."""
+        if not terms:
+            return 0.0
+        present = set(tokenize(text))
+        weights = {t: self.idf.get(t, self.unknown_idf) for t in set(terms)}
+        return sum(v for t, v in weights.items() if t in present) / sum(weights.values())
+
+    def _passage(self, pos: int) -> Passage:
+        row = self.db.execute(
+            "SELECT s.id, s.article_id, a.title, a.source, a.published, a.url, s.idx, s.paragraph, s.start, "
+            "s.end, s.text FROM sentences s JOIN articles a ON a.id = s.article_id WHERE s.pos = ?",
+            (pos,)).fetchone()
+        return Passage(*row)
+
+
+def same_fact(a: set[str], b: set[str], threshold: float = 0.6) -> bool:
+    """Two sentences state the same fact when most content words of the shorter one recur in the other."""
+    if min(len(a), len(b)) < 4:
+        return a == b and bool(a)
+    return len(a & b) / min(len(a), len(b)) >= threshold
