@@ -39,7 +39,7 @@ class Encoder:
 
     def __init__(self, model, name: str):
         self.model = model
-        self.info = EncoderInfo(name=name, dim=int(model.get_sentence_embedding_dimension()))
+        self.info = EncoderInfo(name=name, dim=int(model.get_embedding_dimension()))
 
     def encode_documents(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
         """(n, d) float32, L2-normalised."""

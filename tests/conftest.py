@@ -1,0 +1,65 @@
+"""Shared fixtures: the default corpus, tiny sentence-transformers models built here, built indexes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "corpus"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def make_tiny_model(path: Path, texts: list[str], dim: int = 256, seed: int = 0) -> Path:
+    """A StaticEmbedding model over a WordPiece tokenizer trained on texts, saved as an ordinary
+    sentence-transformers folder. Random token vectors averaged over a sentence approximate
+    bag-of-words cosine, so similar sentences really are close."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[UNK]", "[PAD]"]))
+    weights = np.random.default_rng(seed).standard_normal((tok.get_vocab_size(), dim)).astype(np.float32)
+    model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_weights=weights)], device="cpu")
+    model.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A copy of the default corpus that tests may change."""
+    dst = tmp_path_factory.mktemp("corpus") / "corpus"
+    shutil.copytree(CORPUS, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, corpus_dir) -> Path:
+    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.glob("*.txt"))]
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny", texts)
+
+
+@pytest.fixture(scope="session")
+def keyword_index(tmp_path_factory, corpus_dir) -> Path:
+    from qa.index import build_index
+    from qa.sentences import load_splitter
+
+    out = tmp_path_factory.mktemp("kw") / "index"
+    build_index(corpus_dir, out, load_splitter(), None, mode_reason="keyword-only: test", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hybrid_index(tmp_path_factory, corpus_dir, tiny_model) -> Path:
+    from qa.embed import load_encoder
+    from qa.index import build_index
+    from qa.sentences import load_splitter
+
+    out = tmp_path_factory.mktemp("hy") / "index"
+    build_index(corpus_dir, out, load_splitter(), load_encoder(str(tiny_model)), progress=False)
+    return out
