@@ -1,0 +1,68 @@
+"""The qa command end to end: index a corpus, ask with --json, report bad files and mismatches."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qa.cli import main
+
+CITATION_KEYS = {"n", "article_id", "title", "source", "published", "sentence", "start", "end", "score"}
+
+
+def run_qa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QA_MODEL": "none", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "qa.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_index_then_ask_json(tmp_path, corpus_dir):
+    shutil.copytree(corpus_dir, tmp_path / "corpus")
+    (tmp_path / "corpus" / "broken.txt").write_bytes(b"\x00\x01\x02binary")
+    done = run_qa("index", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 articles, 26 sentences" in done.stdout and "keyword-only" in done.stdout
+    assert "broken.txt" in done.stdout
+
+    done = run_qa("ask", "How many civilians were killed near the hospital in Ariha?", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert set(out) == {"question", "answer", "abstained", "citations"}
+    assert out["abstained"] is False and "11 civilians" in out["answer"]
+    assert len(out["citations"]) == 2 and all(set(c) == CITATION_KEYS for c in out["citations"])
+    assert [c["n"] for c in out["citations"]] == [1, 2]
+    text = (tmp_path / "corpus" / f"{out['citations'][0]['article_id']}.txt").read_text(encoding="utf-8")
+    assert out["citations"][0]["sentence"] in text
+
+    done = run_qa("ask", "What is the capital of France?", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout) == {"question": "What is the capital of France?",
+                                       "answer": "The articles don't say.", "abstained": True, "citations": []}
+
+
+def test_in_process_index_and_ask(tmp_path, corpus_dir, capsys, monkeypatch):
+    monkeypatch.setenv("QA_MODEL", "none")
+    assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix")]) == 0
+    assert "2 added" in capsys.readouterr().out
+    assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix")]) == 0
+    out = capsys.readouterr().out
+    assert "0 added" in out and "2 unchanged" in out
+    assert main(["ask", "Who is the regional director of Amnesty?", "--index", str(tmp_path / "ix")]) == 0
+    out = capsys.readouterr().out
+    assert "Heba Morayef" in out and "[1]" in out
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, capsys, monkeypatch, tiny_model, corpus_dir):
+    monkeypatch.setenv("QA_MODEL", "none")
+    assert main(["ask", "anything", "--index", str(tmp_path / "none")]) == 2
+    assert "qa index" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix")]) == 0
+    assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix"), "--model", str(tiny_model)]) == 2
+    assert "--rebuild" in capsys.readouterr().err

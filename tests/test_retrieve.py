@@ -1,0 +1,92 @@
+"""Retrieval on the default corpus: the right sentence first, merged duplicates, context, filters."""
+from __future__ import annotations
+
+import pytest
+
+from qa.embed import load_encoder
+from qa.retrieve import Retriever, same_fact
+from qa.tokens import tokenize
+
+A, B = "000_24bd21a41d8b3e79", "002_3d1258f428892b47"
+
+# question -> words the top sentence must contain
+QUESTIONS = {
+    "How many civilians were killed near the hospital in Ariha?": "11 civilians",
+    "Which school was hit with cluster munitions?": "cluster",
+    "Who is Amnesty's regional director?": "Heba Morayef",
+    "How many attacks on medical facilities and schools did Amnesty document?": "18 attacks",
+    "How many people live in the Idlib region?": "three million",
+    "How many deaths has the war in Syria caused?": "380,000",
+    "How many people did Amnesty interview for the report?": "70 people",
+    "Since when has the ceasefire been in effect?": "March",
+    "What support did Russia provide to the regime?": "military support",
+    "How many attacks were carried out with barrel bombs?": "barrel bombs",
+}
+
+
+@pytest.fixture(params=["keyword", "hybrid"])
+def retriever(request, keyword_index, hybrid_index, tiny_model):
+    if request.param == "keyword":
+        return Retriever.load(keyword_index)
+    return Retriever.load(hybrid_index, encoder=load_encoder(str(tiny_model)))
+
+
+@pytest.mark.parametrize("question,expected", QUESTIONS.items())
+def test_right_sentence_first(retriever, question, expected):
+    assert expected in retriever.search(question, k=5)[0].text
+
+
+def test_mode(keyword_index, hybrid_index, tiny_model):
+    assert Retriever.load(keyword_index).mode == "keyword-only"
+    assert Retriever.load(hybrid_index, encoder=load_encoder(str(tiny_model))).mode.startswith("hybrid")
+    assert Retriever.load(hybrid_index, load_model=False).mode == "keyword-only"
+
+
+def test_same_fact_in_two_articles_is_one_hit_listing_both(retriever):
+    hit = retriever.search("How many civilians were killed near the hospital in Ariha?", k=3)[0]
+    assert {p.article_id for p in hit.sources} == {A, B}
+    assert "Ariha" in hit.sources[0].text and "Jericho" in hit.sources[1].text
+    assert hit.sources[0] == hit.passage
+
+
+def test_hit_carries_citation_fields_and_context(keyword_index):
+    r = Retriever.load(keyword_index)
+    hit = r.search("Which school was hit with cluster munitions?", k=1)[0]
+    p = hit.passage
+    assert (p.article_id, p.published, p.index) == (A, "2020-05-11", 9)
+    assert p.sentence_id == f"{A}:9"
+    assert r.article(A).text[p.start:p.end] == p.text
+    assert hit.before and "Ariha" in hit.before[0] and hit.after and "Morayef" in hit.after[0]
+    assert 0 < hit.support <= 1 and hit.dense is None and hit.score > 0
+
+
+def test_hits_are_distinct_and_ranked(retriever):
+    hits = retriever.search("attacks on hospitals and schools", k=5)
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len({h.passage.sentence_id for h in hits}) == 5
+
+
+def test_filters(keyword_index):
+    r = Retriever.load(keyword_index)
+    only_b = r.search("killed 11 civilians hospital", k=3, since="2020-01-01")
+    assert all(h.article_id == A for h in only_b)  # B has no date, so a date filter excludes it
+    assert r.search("killed 11 civilians", sources=["nobody"]) == []
+
+
+def test_off_topic_and_empty_questions(keyword_index):
+    r = Retriever.load(keyword_index)
+    assert r.search("", k=5) == []
+    assert r.search("the of and", k=5) == []
+    assert r.search("quarterly semiconductor earnings", k=5) == []
+
+
+def test_huge_question_does_not_break(keyword_index):
+    assert Retriever.load(keyword_index).search("Ariha hospital civilians " * 5000, k=2)
+
+
+def test_same_fact():
+    a = set(tokenize("Russian strikes near a hospital in Jericho on January 29 killed 11 civilians."))
+    b = set(tokenize("Russian bombardments near a hospital in Ariha on January 29 killed 11 civilians."))
+    c = set(tokenize("A ceasefire has been in effect since March 6 in and around Idlib."))
+    assert same_fact(a, b) and not same_fact(a, c)
