@@ -1,68 +1,246 @@
-"""The Gradio chat: a question box, cited answers, and the citations under each answer."""
+"""The Gradio chat: cited answers streamed sentence by sentence, a sources panel, filters and uploads."""
 from __future__ import annotations
 
-import html
 import logging
-import re
+from pathlib import Path
 
 import gradio as gr
 
-from qa.answer import Answer
+from qa.answer import answer
+from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, normalise_date
+from qa.conversation import read_question
+from qa.corroborate import corroborate
+from qa.render import (SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
+                       question_markdown, sources_html)
 from qa.retrieve import Retriever
+from qa.uploads import Added, LiveIndex
 
 log = logging.getLogger(__name__)
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|>~-])")
+# Shown on first load when the archive can answer them (the default corpus can).
+EXAMPLE_QUESTIONS = (
+    "Which school was hit with cluster munitions?",
+    "How many civilians were killed near the hospital?",
+    "Who is Amnesty's regional director?",
+    "What is the Amnesty report based on?",
+)
+
+KEEP_TURNS = 20  # turns whose source cards a session keeps
+
+CSS = """
+#sources { max-height: 78vh; overflow-y: auto; }
+#sources .card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px; margin: 8px 0; }
+#sources .card.flash { outline: 3px solid var(--color-accent); transition: outline 0.2s; }
+#sources .badge { font-weight: 700; color: var(--color-accent); margin-right: 4px; }
+#sources .title { font-weight: 600; }
+#sources .meta, #sources .url { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#sources .url { word-break: break-all; }
+#sources mark { background: #fff3a0; color: #111; padding: 0 2px; }
+#sources b.differs { text-decoration: underline wavy #d33; }
+#sources .turn-q { font-weight: 600; margin-top: 4px; }
+#sources .not-answer { color: #a33; font-weight: 600; }
+#sources details.older { margin-top: 10px; }
+#sources .article p, #sources p.context, #sources p.around { margin: 6px 0; }
+#sources p.around { color: var(--body-text-color-subdued); font-size: 0.92em; }
+#answers a.cite { text-decoration: none; font-weight: 700; font-size: 0.85em; vertical-align: super; }
+.stats { font-size: 0.95em; }
+"""
+
+# A click on an [n] marker scrolls its card into view (unfolding it) and flashes it.
+JS = """
+() => {
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest && event.target.closest('a.cite, a[href^="#src-"], a[href^="#near-"]');
+    if (!link) return;
+    const id = (link.getAttribute('href') || '').slice(1);
+    const card = document.getElementById(id);
+    event.preventDefault();
+    event.stopPropagation();
+    if (!card) return;
+    for (let d = card.closest('details'); d; d = d.parentElement && d.parentElement.closest('details')) d.open = true;
+    card.scrollIntoView({behavior: 'smooth', block: 'center'});
+    card.classList.remove('flash'); void card.offsetWidth; card.classList.add('flash');
+    setTimeout(() => card.classList.remove('flash'), 1600);
+  }, true);
+}
+"""
 
 
-def as_text(s: str) -> str:
-    """Article text and questions shown literally: no HTML, no Markdown links or emphasis."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=False))
+def parse_day(value: str, label: str) -> str:
+    """'' or an ISO day for a date box; raises ValueError with what to type instead."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    day = normalise_date(value)
+    if not day:
+        raise ValueError(f"“{value}” in the {label} box is not a date; type it as YYYY-MM-DD, e.g. 2020-05-11.")
+    return day[:10]
 
 
-def render(ans: Answer) -> str:
-    """Markdown for one answer: the answer, then each citation's source, date and sentence."""
-    body = re.sub(r"\\\[(\d+)\\\]", r"**[\1]**", as_text(ans.text))
-    lines = [body, *[f"*{as_text(n)}*" for n in ans.notes]]
-    if ans.citations:
-        lines.append("\n**Sources**")
-        for c in ans.citations:
-            p = c.passage
-            meta = " · ".join(as_text(x) for x in (p.source or "source unknown", p.published or "date unknown"))
-            lines.append(f"{c.n}. **{as_text(p.title or p.article_id)}** ({meta}), sentence {p.index + 1}: "
-                         f"“{as_text(p.text)}”")
-    elif ans.abstained and ans.hits:
-        lines.append("\n**Nearest passages found (not an answer):**")
-        for h in ans.hits[:3]:
-            p = h.passage
-            lines.append(f"- {as_text(p.title or p.article_id)} ({as_text(p.published or 'date unknown')}): "
-                         f"“{as_text(p.text)}”")
+def scope_words(sources: list[str], since: str, until: str) -> str:
+    parts = []
+    if sources:
+        parts.append("only " + ", ".join(sources))
+    if since or until:
+        parts.append(f"articles dated {since or 'any time'} to {until or 'now'} (undated ones left out)")
+    return "; ".join(parts)
+
+
+def undated(r: Retriever) -> int:
+    return sum(1 for d in r.article_date if not d)
+
+
+def example_questions(r: Retriever) -> list[str]:
+    return [q for q in EXAMPLE_QUESTIONS if not r.ask(q).abstained]
+
+
+def example_text(evt: gr.SelectData) -> str:
+    return evt.value["text"]
+
+
+def _say(history: list[dict], text: str) -> list[dict]:
+    return history + [{"role": "assistant", "content": text}]
+
+
+def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn], sources: list[str] | None,
+            since: str, until: str):
+    """Answer message, yielding (question box, chat, turns, sources panel, Markdown export) as the
+    answer's sentences are composed; gr.skip() leaves an output as it is."""
+    question = " ".join((message or "").split())
+    if not question:
+        gr.Info("Type a question about the articles first.")
+        yield gr.skip(), history, turns, gr.skip(), gr.skip()
+        return
+    history = history + [{"role": "user", "content": question_markdown(question)}]
+    try:
+        since, until = parse_day(since, "From"), parse_day(until, "To")
+        if since and until and since > until:
+            raise ValueError(f"The From date {since} is after the To date {until}; swap them.")
+    except ValueError as e:
+        yield "", _say(history, f"*{escape_md(str(e))}*"), turns, gr.skip(), gr.skip()
+        return
+    yield "", _say(history, SEARCHING), turns, gr.skip(), gr.skip()
+    retriever = live.retriever  # one index for the whole answer, even if an upload swaps it meanwhile
+    reading = read_question(question, [t.reading for t in turns])
+    try:
+        ans = answer(retriever, reading.query, sources=sources or None, since=since or None, until=until or None)
+    except Exception:  # the chat must say something; the traceback goes to the log
+        log.exception("answering %r failed", reading.query)
+        yield "", _say(history, "*Something went wrong while searching; the error was logged. Please try "
+                                "again.*"), turns, gr.skip(), gr.skip()
+        return
+    shown = [c.passage for c in ans.citations] or [h.passage for h in ans.hits[:3]]
+    articles = {p.article_id: retriever.article(p.article_id) for p in shown}
+    turn = Turn(turns[-1].number + 1 if turns else 1, reading, ans, corroborate(ans),
+                tuple(a for a in articles.values() if a), scope_words(sources or [], since, until))
+    for parts in range(1, len(turn.agreements)):  # the sentences as they are composed
+        yield "", _say(history, answer_markdown(turn, parts)), turns, gr.skip(), gr.skip()
+    turns = (turns + [turn])[-KEEP_TURNS:]
+    yield "", _say(history, answer_markdown(turn)), turns, sources_html(turns), export_markdown(turn)
+
+
+def upload_report(results: list[Added]) -> str:
+    lines = []
+    for a in results:
+        name = escape_md(a.name)
+        if a.accepted:
+            n = len(a.articles)
+            lines.append(f"- **Added {name}**: {n} article{'s' if n != 1 else ''}, answerable now.")
+        else:
+            lines.append(f"- **Rejected {name}**; nothing was changed.")
+        lines += [f"  - {escape_md(hide_paths(m))}" for m in a.messages[:8]]
+        if len(a.messages) > 8:
+            lines.append(f"  - … and {len(a.messages) - 8} more problems")
     return "\n".join(lines)
 
 
-def header(r: Retriever) -> str:
-    s = r.stats()
-    dates = f", {s.first_date} to {s.last_date}" if s.first_date else ""
-    mode = s.mode + (f" — {as_text(s.mode_reason)}" if s.mode_reason else "")
-    return f"**{s.articles} articles, {s.sentences} sentences{dates}.** Mode: {mode}"
+def header(live: LiveIndex) -> str:
+    return header_html(live.retriever.stats(), undated(live.retriever))
 
 
-def build_ui(retriever: Retriever) -> gr.Blocks:
-    def respond(message: str, history: list[dict]):
-        history = history + [{"role": "user", "content": as_text(message)}]
-        ans = retriever.ask(message)
-        return "", history + [{"role": "assistant", "content": render(ans)}]
+def source_choices(live: LiveIndex) -> dict:
+    names = list(live.retriever.stats().sources)
+    return gr.update(choices=names, interactive=bool(names),
+                     info="Outlets to search" if names else "The articles name no outlets")
 
-    with gr.Blocks(title="News QA") as ui:
-        gr.Markdown("# Ask the articles\n" + header(retriever))
-        chat = gr.Chatbot(label="Answers with citations", height=520)
-        box = gr.Textbox(placeholder="Ask a question about the articles and press Enter", show_label=False)
-        box.submit(respond, [box, chat], [box, chat])
+
+def build_ui(live: LiveIndex) -> gr.Blocks:
+    def on_ask(message, history, turns, sources, since, until):
+        yield from respond(live, message, history, turns, sources, since, until)
+
+    def on_upload(files: list[str] | None):
+        if not files:
+            return gr.skip(), gr.skip(), gr.skip()
+        results = live.add_files([(Path(f).name, Path(f)) for f in files])
+        return upload_report(results), header(live), source_choices(live)
+
+    examples = example_questions(live.retriever)
+    with gr.Blocks(title="Ask the news archive", analytics_enabled=False, delete_cache=(3600, 86400)) as ui:
+        turns = gr.State([])
+        gr.Markdown("## Ask the news archive\nEvery answer is quoted from the articles, with its sources.")
+        stats = gr.HTML(header(live), elem_id="archive-header")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(
+                    label="Answers", height=540, elem_id="answers", latex_delimiters=[], allow_tags=False,
+                    buttons=[], feedback_options=None, sanitize_html=True,
+                    examples=[{"text": q} for q in examples] or None,
+                    placeholder=f"Ask about the {live.retriever.stats().articles:,} articles in the archive. "
+                                "Answers are sentences quoted from them, each with its source.")
+                with gr.Row():
+                    box = gr.Textbox(placeholder="Ask a question and press Enter", show_label=False, scale=8,
+                                     autofocus=True, elem_id="question", max_lines=4)
+                    ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
+                with gr.Row():
+                    names = live.retriever.stats().sources
+                    outlets = gr.Dropdown(list(names), value=[], multiselect=True, label="Sources",
+                                          interactive=bool(names), elem_id="filter-sources",
+                                          info="Outlets to search" if names else "The articles name no outlets")
+                    since = gr.Textbox(label="From", placeholder="YYYY-MM-DD", elem_id="filter-since")
+                    until = gr.Textbox(label="To", placeholder="YYYY-MM-DD", elem_id="filter-until")
+                with gr.Row():
+                    copy = gr.Button("Copy answer as Markdown", size="sm", elem_id="copy-md")
+                    clear = gr.Button("New conversation", size="sm", elem_id="clear")
+                with gr.Accordion("Last answer as Markdown", open=False):
+                    md = gr.Textbox(show_label=False, lines=6, interactive=False, buttons=["copy"],
+                                    elem_id="answer-md")
+            with gr.Column(scale=2):
+                gr.Markdown("### Sources")
+                panel = gr.HTML(sources_html([]), elem_id="sources")
+                with gr.Accordion("Add articles", open=False):
+                    why_not = live.can_add()
+                    gr.Markdown(escape_md(why_not) if why_not else
+                                f"Upload {', '.join(SUPPORTED_SUFFIXES)} files: they are checked, saved to the "
+                                "archive and indexed at once. A file with no readable article is rejected and "
+                                "nothing already indexed changes.")
+                    upload = gr.UploadButton("Upload articles", file_count="multiple", interactive=not why_not,
+                                             file_types=list(SUPPORTED_SUFFIXES), elem_id="upload")
+                    upload_status = gr.Markdown(elem_id="upload-status")
+
+        outputs = [box, chat, turns, panel, md]
+        inputs = [box, chat, turns, outlets, since, until]
+        box.submit(on_ask, inputs, outputs)
+        ask.click(on_ask, inputs, outputs)
+        chat.example_select(example_text, None, box).then(on_ask, inputs, outputs)
+        fresh = (lambda: ([], [], sources_html([]), ""), None, [chat, turns, panel, md])
+        clear.click(*fresh)
+        chat.clear(*fresh)
+        copy.click(None, [md], None, js="(text) => { if (text) navigator.clipboard.writeText(text); }")
+        upload.upload(on_upload, [upload], [upload_status, stats, outlets])
     return ui
 
 
 def serve(index: str, corpus: str | None = None, host: str = "127.0.0.1", port: int = 7860,
           share: bool = False, auth: str | None = None) -> None:
-    retriever = Retriever.load(index)
+    """Serve the chat on host:port (this machine only by default); share and auth are opt-in."""
+    from qa.sentences import load_splitter
+
+    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter())
+    if auth and ":" not in auth:
+        raise SystemExit("qa: --auth takes USER:PASSWORD")
     credentials = tuple(auth.split(":", 1)) if auth else None
-    build_ui(retriever).launch(server_name=host, server_port=port, share=share, auth=credentials)
+    if share and not credentials:
+        log.warning("--share without --auth: anyone with the link can read the archive and add articles")
+    build_ui(live).queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, share=share, auth=credentials, css=CSS, js=JS,
+        max_file_size=MAX_FILE_BYTES, footer_links=["gradio", "settings"], show_error=False)

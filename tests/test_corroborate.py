@@ -1,0 +1,83 @@
+"""Corroboration: who reports each answer sentence, and the details they word differently."""
+from __future__ import annotations
+
+import pytest
+
+from qa import Retriever
+from qa.corroborate import Reading, corroborate, details, differences
+from qa.retrieve import Passage
+
+
+def passage(text: str, article: str = "a") -> Passage:
+    return Passage(f"{article}:0", article, "", "", "", "", 0, 0, 0, len(text), text)
+
+
+def test_details_are_numbers_and_names_normalised():
+    d = details("On Tuesday eleven people died in Ariha, 1,000 fled on Feb. 3 to the Russians.")
+    assert set(d) >= {"11", "1000", "3", "ariha", "tuesday"}
+    assert details("Russians arrived") == {} and details("The Russians arrived") == {"russian": "Russians"}
+    assert "februari" in d or "february" in d
+    assert "on" not in d and "the" not in d
+
+
+def test_place_names_that_differ_are_both_shown():
+    a = passage("Strikes near a hospital in the city of Ariha on January 29 killed 11 civilians.", "x")
+    b = passage("Among the attacks, strikes near a hospital in Jericho on January 29 killed 11 civilians.", "y")
+    (diff,) = differences([a, b], [1, 2])
+    assert diff.readings == (Reading(("Ariha",), (1,)), Reading(("Jericho",), (2,)))
+
+
+def test_numbers_that_differ_are_both_shown():
+    a = passage("The strike killed 11 civilians in Idlib on Monday.")
+    b = passage("The strike killed twelve civilians in Idlib on Monday.")
+    (diff,) = differences([a, b], [3, 4])
+    assert [r.words for r in diff.readings] == [("11",), ("twelve",)]
+
+
+@pytest.mark.parametrize("a, b", [
+    ("The strike killed 11 civilians in Idlib.", "The strike killed eleven civilians in Idlib."),
+    ("Heba Morayef of Amnesty said so.", "Heba Morayef of Amnesty International said so."),  # more detail
+    ("The Russians struck at dawn.", "The Russian forces struck at dawn."),
+    ("Amnesty accused Russia.", "Reuters: Amnesty accused Russia."),  # first words say nothing
+])
+def test_same_details_in_other_words_are_no_difference(a, b):
+    assert differences([passage(a), passage(b)], [1, 2]) == ()
+
+
+def test_third_article_agreeing_with_the_first_is_listed_with_it():
+    a = passage("A hospital in Ariha was hit on January 29.", "x")
+    b = passage("A hospital in Jericho was hit on January 29.", "y")
+    c = passage("A hospital in Ariha was hit on January 29, witnesses said.", "z")
+    (diff,) = differences([a, b, c], [1, 2, 3])
+    assert diff.readings == (Reading(("Ariha",), (1, 3)), Reading(("Jericho",), (2,)))
+
+
+@pytest.fixture(scope="module")
+def r(keyword_index):
+    return Retriever.load(keyword_index)
+
+
+def test_default_corpus_ariha_jericho(r):
+    (g, *_) = corroborate(r.ask("How many civilians were killed near the hospital?"))
+    assert (g.reported_by, g.matching_articles) == (2, 2)
+    assert [c.n for c in g.citations] == [1, 2]
+    words = {w for d in g.differences for rd in d.readings for w in rd.words}
+    assert words == {"Ariha", "Jericho"}
+
+
+def test_default_corpus_school_agrees(r):
+    ans = r.ask("Which school was hit with cluster munitions?")
+    (g, *_) = corroborate(ans)
+    assert (g.reported_by, g.matching_articles, g.differences) == (2, 2, ())
+    assert g.text == ans.citations[0].passage.text
+
+
+def test_every_citation_belongs_to_one_agreement_in_order(r):
+    ans = r.ask("How many attacks did Amnesty document?")
+    groups = corroborate(ans)
+    assert [c.n for g in groups for c in g.citations] == [c.n for c in ans.citations]
+    assert all(g.reported_by <= g.matching_articles for g in groups)
+
+
+def test_abstention_has_no_agreements(r):
+    assert corroborate(r.ask("What is the capital of France?")) == ()
