@@ -15,6 +15,7 @@ log = logging.getLogger("qa")
 
 DEFAULT_CORPUS = "corpus"
 DEFAULT_INDEX = "index"
+DEFAULT_SET = "eval/idlib.jsonl"
 
 
 def open_encoder(model: str | None) -> tuple[Encoder | None, str]:
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", default=DEFAULT_INDEX)
     p.add_argument("-k", type=int, default=5, help="passages to retrieve")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("eval", help="score answers, citations and abstention on a question set")
+    p.add_argument("set", nargs="?", default=DEFAULT_SET, help=f"a .jsonl question set (default {DEFAULT_SET})")
+    p.add_argument("--index", default=DEFAULT_INDEX)
+    p.add_argument("--out", help="folder for report.md and report.json (default: the set's folder)")
+    p.add_argument("-k", type=int, default=10, help="passages to retrieve per question")
+    p.add_argument("--min-support", type=float, help="abstention threshold to try instead of the default")
     p = sub.add_parser("serve", help="index the corpus if needed and serve the chat")
     p.add_argument("--corpus", default=DEFAULT_CORPUS)
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -104,6 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             from qa.retrieve import Retriever
             ans = Retriever.load(args.index).ask(args.question, k=args.k)
             print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
+        elif args.command == "eval":
+            from qa import evaluate
+            from qa.answer import Policy
+            policy = Policy() if args.min_support is None else Policy(min_support=args.min_support)
+            command = "qa " + " ".join(argv if argv is not None else sys.argv[1:])
+            try:
+                print(evaluate.run(args.set, args.index, args.out, args.k, policy, command))
+            except evaluate.SetError as e:
+                print(f"qa: {e}", file=sys.stderr)
+                return 2
         else:
             from qa.chat import serve
             if Path(args.corpus).exists():

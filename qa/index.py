@@ -25,13 +25,13 @@ from qa import store
 from qa.articles import Article, LoadResult, Problem, load_corpus
 from qa.embed import Encoder
 from qa.sentences import Splitter
-from qa.tokens import tokenize
+from qa.tokens import VERSION as TOKENS_VERSION, tokenize
 
 log = logging.getLogger(__name__)
 
 FORMAT = "newsqa-index v1"
 HNSW_THRESHOLD = 100_000  # sentences; below it exact search is fast enough (20 ms at 100k, 384 d)
-BM25_PARAMS = {"k1": 1.2, "b": 0.5}
+BM25_PARAMS = {"k1": 0.3, "b": 0.9}  # tuned on half of SQuAD v1.1 dev: bench/reqa_squad.py, docs/benchmarks.md
 KEYWORD_LEVELS = ("sentence", "window", "article")
 
 
@@ -76,6 +76,11 @@ class BuildReport:
     problems: tuple[Problem, ...]
     duplicates: tuple[tuple[str, str], ...]
     seconds: float
+
+
+def keyword_settings() -> dict:
+    """What the keyword indexes are built with; an index built otherwise gets them rebuilt."""
+    return {**BM25_PARAMS, "levels": list(KEYWORD_LEVELS), "tokens": TOKENS_VERSION}
 
 
 def live_generation(index_dir: Path) -> Path | None:
@@ -139,7 +144,7 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
     removed = [i for i, (_, origin) in stored.items() if i not in seen and _in_scope(origin, root)]
     fresh = [a for a in loaded.articles if stored.get(a.id, ("",))[0] != a.content_hash]
     updated = sum(1 for a in fresh if a.id in stored)
-    if old_gen is not None and not fresh and not removed:
+    if old_gen is not None and not fresh and not removed and old_manifest.bm25 == keyword_settings():
         return BuildReport(old_manifest, 0, 0, 0, old_manifest.articles, 0, loaded.problems,
                            loaded.duplicates, time.perf_counter() - t0)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +180,7 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
             splitter=splitter.name, articles=n_articles, sentences=len(texts), corpus_fingerprint=fingerprint,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             faiss_index=None if vectors is None else ("IndexHNSWFlat" if len(texts) >= HNSW_THRESHOLD else "IndexFlatIP"),
-            bm25={**BM25_PARAMS, "levels": list(KEYWORD_LEVELS), "tokens": "stopwords-en+snowball"})
+            bm25=keyword_settings())
         (new_gen / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), encoding="utf-8")
         _publish(index_dir, new_gen)
     except BaseException:

@@ -1,0 +1,388 @@
+"""Run a question set against a loaded index and score it: evidence, answers, citations, abstention, latency.
+
+A set is a .jsonl file, one question per line (format: docs/evaluation.md). Questions are split
+into a calibration half and a test half, alternating in file order within answerable and
+unanswerable questions, so that the abstention threshold can be chosen on one half and
+judged on the other.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from qa import metrics
+from qa.answer import Answer, Policy, answer, supported
+from qa.metrics import AbstentionScores, CitationCounts, Statement, Thresholds
+from qa.retrieve import Hit, Retriever
+
+SPLITS = ("calibration", "test")
+
+
+class SetError(ValueError):
+    """A question set that cannot be used; the message names the line and the fix."""
+
+
+@dataclass(frozen=True)
+class Gold:
+    article_id: str
+    sentence: str  # exact text of one sentence as the splitter cuts it
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answerable: bool
+    answers: tuple[tuple[str, ...], ...]  # alternatives; every part of one must appear in the answer
+    evidence: tuple[tuple[Gold, ...], ...]  # alternatives; every sentence of one is needed
+    note: str
+    tags: tuple[str, ...]  # free labels ("paraphrase", "off-topic"); the report breaks scores down by them
+    split: str  # "calibration" or "test"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item: Item
+    answer: Answer
+    evidence_ids: tuple[frozenset[str], ...]  # the evidence alternatives as sentence ids
+    rank: int | None  # first rank where some alternative is complete; None: not in the hits
+    correct: bool  # an expected answer is in a non-abstained answer
+    statements: tuple[Statement, ...]
+    citations: CitationCounts
+    grounded: int  # statements found verbatim in one of their cited sentences
+    gold_statements: int  # statements citing a gold evidence sentence
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    questions: int
+    answerable: int
+    unanswerable: int
+    recall_at_1: float  # evidence, answerable questions
+    recall_at_3: float
+    recall_at_5: float
+    mrr: float  # @10
+    answer_accuracy: float  # answerable questions
+    gold_statement_share: float  # answer sentences of answerable questions that cite a gold sentence
+    statements: int  # answer sentences in non-abstained answers
+    citations: int
+    citation_recall: float
+    citation_precision: float
+    groundedness: float
+    abstention: AbstentionScores
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+def load_set(path: str | Path) -> list[Item]:
+    """Read and check a question set; raises SetError naming the line and what to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SetError(f"question set {path} does not exist; pass a .jsonl file (format: docs/evaluation.md)")
+    items, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SetError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+        item = _item(record, where)
+        if item.id in seen:
+            raise SetError(f"{where}: id {item.id!r} is used twice; ids must be unique")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise SetError(f"{path} has no questions")
+    count = {True: 0, False: 0}
+    out = []
+    for item in items:
+        out.append(replace(item, split=SPLITS[count[item.answerable] % 2]))
+        count[item.answerable] += 1
+    return out
+
+
+def _item(r: object, where: str) -> Item:
+    if not isinstance(r, dict):
+        raise SetError(f"{where}: expected a JSON object")
+    missing = [k for k in ("id", "question", "answerable") if k not in r]
+    if missing:
+        raise SetError(f"{where}: missing field(s) {', '.join(missing)}")
+    if not isinstance(r["answerable"], bool):
+        raise SetError(f"{where}: 'answerable' must be true or false")
+    answers = tuple(_alternative(a, str, where, "answers") for a in r.get("answers", []))
+    evidence = tuple(_alternative(e, dict, where, "evidence") for e in r.get("evidence", []))
+    try:
+        evidence = tuple(tuple(Gold(g["article_id"], g["sentence"]) for g in alt) for alt in evidence)
+    except KeyError as e:
+        raise SetError(f"{where}: every evidence sentence needs 'article_id' and 'sentence' (missing {e})") from e
+    if r["answerable"] and not (answers and evidence):
+        raise SetError(f"{where}: an answerable question needs 'answers' and 'evidence'")
+    if not r["answerable"] and (answers or evidence):
+        raise SetError(f"{where}: an unanswerable question must have no 'answers' or 'evidence'")
+    tags = r.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise SetError(f"{where}: 'tags' must be a list of strings")
+    return Item(str(r["id"]), str(r["question"]), r["answerable"], answers, evidence, str(r.get("note", "")),
+                tuple(tags), "")
+
+
+def _alternative(value, kind: type, where: str, field: str) -> tuple:
+    parts = value if isinstance(value, list) else [value]
+    if not parts or not all(isinstance(p, kind) for p in parts):
+        raise SetError(f"{where}: each entry of {field!r} must be a {kind.__name__} or a list of them")
+    return tuple(parts)
+
+
+def resolve_evidence(items: list[Item], retriever: Retriever) -> dict[Gold, str]:
+    """Sentence id of every gold sentence; raises SetError listing those the index lacks."""
+    ids, problems = {}, []
+    for item in items:
+        for gold in {g for alt in item.evidence for g in alt}:
+            row = retriever.db.execute("SELECT id FROM sentences WHERE article_id = ? AND text = ?",
+                                       (gold.article_id, gold.sentence)).fetchone()
+            if row:
+                ids[gold] = row[0]
+            elif retriever.article(gold.article_id) is None:
+                problems.append(f"{item.id}: article {gold.article_id!r} is not in the index; index the "
+                                f"corpus this set was written for (qa index CORPUS --index DIR)")
+            else:
+                problems.append(f"{item.id}: no sentence of {gold.article_id} reads exactly {gold.sentence!r}; "
+                                f"copy sentences as the splitter cuts them (docs/evaluation.md)")
+    if problems:
+        raise SetError("gold evidence not found in the index:\n  " + "\n  ".join(sorted(problems)))
+    return ids
+
+
+def evaluate(items: list[Item], retriever: Retriever, policy: Policy = Policy(), k: int = 10,
+             progress: bool = True) -> list[Outcome]:
+    """Ask every question (answers use the top hits as usual; k hits are kept for evidence ranking)."""
+    from tqdm import tqdm
+
+    ids = resolve_evidence(items, retriever)
+    out = []
+    for item in tqdm(items, desc="questions", unit="q", disable=not progress):
+        t0 = time.perf_counter()
+        ans = answer(retriever, item.question, k=k, policy=policy)
+        seconds = time.perf_counter() - t0
+        evidence_ids = tuple(frozenset(ids[g] for g in alt) for alt in item.evidence)
+        retrieved = [{p.sentence_id for p in h.sources} for h in ans.hits]
+        statements = () if ans.abstained else tuple(metrics.parse_statements(ans.text))
+        cited = {c.n: c.passage.text for c in ans.citations}
+        cited_ids = {c.n: c.passage.sentence_id for c in ans.citations}
+        gold_ids = set().union(*evidence_ids) if evidence_ids else set()
+        gold = {alt[0].sentence for alt in item.evidence if len(alt) == 1}
+        out.append(Outcome(
+            item=item, answer=ans, evidence_ids=evidence_ids,
+            rank=metrics.first_complete_rank(retrieved, list(evidence_ids)),
+            correct=item.answerable and not ans.abstained and metrics.contains_answer(ans.text, list(item.answers)),
+            statements=statements, citations=metrics.citation_counts(list(statements), cited, gold),
+            grounded=metrics.grounded_statements(list(statements), cited),
+            gold_statements=sum(1 for st in statements if any(cited_ids.get(n) in gold_ids for n in st.citations)),
+            seconds=seconds))
+    return out
+
+
+def score(outcomes: list[Outcome]) -> Scores:
+    answerable = [o for o in outcomes if o.item.answerable]
+    ranks = [o.rank for o in answerable]
+    answered = [o for o in outcomes if not o.answer.abstained]
+    citations = sum((o.citations for o in answered), CitationCounts(0, 0, 0, 0))
+    ms = [1000 * o.seconds for o in outcomes]
+    return Scores(
+        questions=len(outcomes), answerable=len(answerable), unanswerable=len(outcomes) - len(answerable),
+        recall_at_1=metrics.recall_at(ranks, 1), recall_at_3=metrics.recall_at(ranks, 3),
+        recall_at_5=metrics.recall_at(ranks, 5), mrr=metrics.mrr(ranks, 10),
+        answer_accuracy=metrics.ratio(sum(o.correct for o in answerable), len(answerable)),
+        gold_statement_share=metrics.ratio(sum(o.gold_statements for o in answerable),
+                                           sum(len(o.statements) for o in answerable)),
+        statements=citations.statements, citations=citations.citations,
+        citation_recall=citations.recall, citation_precision=citations.precision,
+        groundedness=metrics.ratio(sum(o.grounded for o in answered), sum(len(o.statements) for o in answered)),
+        abstention=metrics.abstention_scores([o.item.answerable for o in outcomes],
+                                             [o.answer.abstained for o in outcomes]),
+        latency_p50_ms=metrics.percentile(ms, 50), latency_p95_ms=metrics.percentile(ms, 95))
+
+
+def failures(outcome: Outcome) -> list[str]:
+    """Why a question counts as failed; empty when it passed every check."""
+    o, why = outcome, []
+    if o.item.answerable:
+        if o.rank is None or o.rank > 5:
+            why.append("evidence not in the top 5" if o.rank is None else f"evidence first complete at rank {o.rank}")
+        if o.answer.abstained:
+            why.append("abstained on an answerable question")
+        elif not o.correct:
+            why.append("no expected answer in the answer")
+    elif not o.answer.abstained:
+        why.append("answered an unanswerable question")
+    if o.citations.supported_statements < o.citations.statements:
+        why.append("an answer sentence is not supported by its citations")
+    if o.citations.relevant_citations < o.citations.citations:
+        why.append("a citation does not support its sentence")
+    if o.grounded < len(o.statements):
+        why.append("an answer sentence is not verbatim in a cited source")
+    return why
+
+
+def abstains(best: Hit | None, policy: Policy) -> bool:
+    """The answer's own rule (qa.answer.answer): abstain unless the best hit is supported."""
+    return best is None or not supported(best, policy)
+
+
+def calibrate(answerable: list[bool], best: list[Hit | None]) -> Thresholds:
+    """Abstention thresholds for these questions (use a calibration split): metrics.best_thresholds
+    on the scores of each question's top hit (None when nothing was retrieved)."""
+    return metrics.best_thresholds(answerable, [None if h is None else h.support for h in best],
+                                   [None if h is None else h.dense for h in best])
+
+
+def rescore_abstention(outcomes: list[Outcome], policy: Policy) -> AbstentionScores:
+    """Abstention scores the same retrieval would get under another policy."""
+    return metrics.abstention_scores([o.item.answerable for o in outcomes],
+                                     [abstains(best_hit(o), policy) for o in outcomes])
+
+
+def best_hit(o: Outcome) -> Hit | None:
+    return o.answer.hits[0] if o.answer.hits else None
+
+
+def report_json(outcomes: list[Outcome], meta: dict) -> dict:
+    """Scores per split and every failed question with what was retrieved for it."""
+    return _finite({
+        **meta,
+        "scores": {name: asdict(score(part)) for name, part in split_outcomes(outcomes).items()},
+        "failures": [{
+            "id": o.item.id, "split": o.item.split, "question": o.item.question, "note": o.item.note,
+            "reasons": failures(o), "expected": [list(a) for a in o.item.answers],
+            "gold": [sorted(ids) for ids in o.evidence_ids], "evidence_rank": o.rank,
+            "answer": o.answer.text, "abstained": o.answer.abstained,
+            "retrieved": [{"rank": i, "sentence_id": h.passage.sentence_id, "text": h.text,
+                           "score": round(h.score, 4), "support": round(h.support, 4),
+                           "dense": None if h.dense is None else round(h.dense, 4),
+                           "sources": [p.sentence_id for p in h.sources]}
+                          for i, h in enumerate(o.answer.hits, start=1)],
+        } for o in outcomes if failures(o)],
+    })
+
+
+def split_outcomes(outcomes: list[Outcome]) -> dict[str, list[Outcome]]:
+    return {"all": outcomes, **{s: [o for o in outcomes if o.item.split == s] for s in SPLITS}}
+
+
+def _finite(value):
+    """JSON has no NaN: undefined metrics become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+ROWS = (  # (label, how to read it from Scores, format)
+    ("questions (answerable / unanswerable)", lambda s: f"{s.questions} ({s.answerable} / {s.unanswerable})"),
+    ("evidence Recall@1", lambda s: _pct(s.recall_at_1)),
+    ("evidence Recall@3", lambda s: _pct(s.recall_at_3)),
+    ("evidence Recall@5", lambda s: _pct(s.recall_at_5)),
+    ("evidence MRR@10", lambda s: _num(s.mrr)),
+    ("answer accuracy", lambda s: _pct(s.answer_accuracy)),
+    ("answer sentences that are gold evidence", lambda s: _pct(s.gold_statement_share)),
+    ("answer sentences / citations judged", lambda s: f"{s.statements} / {s.citations}"),
+    ("citation recall (ALCE)", lambda s: _pct(s.citation_recall)),
+    ("citation precision (ALCE)", lambda s: _pct(s.citation_precision)),
+    ("groundedness", lambda s: _pct(s.groundedness)),
+    ("abstention precision", lambda s: _pct(s.abstention.precision)),
+    ("abstention recall", lambda s: _pct(s.abstention.recall)),
+    ("abstention F1", lambda s: _num(s.abstention.f1)),
+    ("false-abstention rate", lambda s: _pct(s.abstention.false_abstention_rate)),
+    ("latency p50 / p95 (ms)", lambda s: f"{s.latency_p50_ms:.1f} / {s.latency_p95_ms:.1f}"),
+)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _num(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def scores_table(outcomes: list[Outcome]) -> str:
+    """Markdown table: one row per metric, one column per split."""
+    parts = {name: score(part) for name, part in split_outcomes(outcomes).items() if part}
+    lines = ["| metric | " + " | ".join(parts) + " |", "|---" * (len(parts) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(get(s) for s in parts.values()) + " |" for label, get in ROWS]
+    return "\n".join(lines)
+
+
+def tags_table(outcomes: list[Outcome]) -> str:
+    """Markdown table of the main scores per tag: where the failures are."""
+    tags = sorted({t for o in outcomes for t in o.item.tags})
+    lines = ["| tag | questions | evidence Recall@5 | answer accuracy | abstained |", "|---|---|---|---|---|"]
+    for tag in tags:
+        part = [o for o in outcomes if tag in o.item.tags]
+        s = score(part)
+        abstained = metrics.ratio(sum(o.answer.abstained for o in part), len(part))
+        lines.append(f"| {tag} | {len(part)} | {_pct(s.recall_at_5)} | {_pct(s.answer_accuracy)} | {_pct(abstained)} |")
+    return "\n".join(lines)
+
+
+def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds, policy: Policy) -> str:
+    test = [o for o in outcomes if o.item.split == "test"]
+    tuned = Policy(min_support=calibration.min_support, min_dense=calibration.min_dense)
+    held_out = rescore_abstention(test, tuned)
+    failed = [o for o in outcomes if failures(o)]
+    lines = [f"# Evaluation report: {meta['set']}", "",
+             f"Index `{meta['index']}`, mode {meta['mode']}, {meta['questions']} questions, "
+             f"policy min_support {policy.min_support}, min_dense {policy.min_dense}, k {meta['k']}.",
+             f"Command: `{meta['command']}`", "", scores_table(outcomes), "", "By tag (all questions):", "",
+             tags_table(outcomes), "",
+             "## Abstention threshold", "",
+             f"Chosen on the calibration split (best balanced accuracy, "
+             f"{_num(calibration.balanced_accuracy)}; abstention F1 {_num(calibration.f1)}): "
+             f"min_support {calibration.min_support}"
+             + (f", min_dense {calibration.min_dense}" if math.isfinite(calibration.min_dense) else "")
+             + f". On the test split that gives abstention F1 {_num(held_out.f1)}, false-abstention rate "
+             f"{_pct(held_out.false_abstention_rate)}. To use it: `Policy(min_support={calibration.min_support})`"
+             " (docs/evaluation.md).", "",
+             f"## Failed questions ({len(failed)} of {len(outcomes)}; details in the JSON report)", ""]
+    for o in failed:
+        lines.append(f"- **{o.item.id}** ({o.item.split}) {o.item.question} — {'; '.join(failures(o))}. "
+                     f"_{o.item.note}_")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(outcomes: list[Outcome], out_dir: str | Path, meta: dict, policy: Policy) -> tuple[Path, Path, str]:
+    """Write report.md and report.json into out_dir; returns their paths and the summary to print."""
+    calibration = calibrate([o.item.answerable for o in outcomes if o.item.split == "calibration"],
+                            [best_hit(o) for o in outcomes if o.item.split == "calibration"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "report.md", out_dir / "report.json"
+    text = report_markdown(outcomes, meta, calibration, policy)
+    md.write_text(text, encoding="utf-8")
+    data = report_json(outcomes, {**meta, "policy": asdict(policy), "calibration": asdict(calibration)})
+    js.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return md, js, text
+
+
+def run(set_path: str | Path, index_dir: str | Path, out_dir: str | Path | None = None, k: int = 10,
+        policy: Policy = Policy(), command: str = "", progress: bool = True) -> str:
+    """Entry point of `qa eval`: load the set and the index, ask everything, write the reports.
+    Returns the text to print: the scores table and where the reports are."""
+    items = load_set(set_path)
+    retriever = Retriever.load(index_dir)
+    outcomes = evaluate(items, retriever, policy, k=k, progress=progress)
+    meta = {"set": str(set_path), "index": str(index_dir), "mode": retriever.mode, "questions": len(items),
+            "k": k, "command": command or f"qa eval {set_path} --index {index_dir}"}
+    md, js, _ = write_reports(outcomes, out_dir or Path(set_path).parent, meta, policy)
+    failed = sum(1 for o in outcomes if failures(o))
+    return (f"{retriever.mode}; {len(items)} questions from {set_path}\n\n{scores_table(outcomes)}\n\n"
+            f"{failed} questions failed a check; report: {md}, every failure with what was retrieved: {js}")
