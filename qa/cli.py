@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from qa.embed import NO_MODEL, Encoder, ModelUnavailable, load_encoder, resolve_model_name
-from qa.index import BuildReport, IndexUnusable, build_index
+from qa.embed import MODEL_ENV, NO_MODEL, Encoder, ModelUnavailable, load_encoder, resolve_model_name
+from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
+from qa.selftrain import SELF_TRAINED, Training
 from qa.sentences import load_splitter
 
 log = logging.getLogger("qa")
@@ -30,12 +32,30 @@ def open_encoder(model: str | None) -> tuple[Encoder | None, str]:
 
 
 def index_corpus(corpus: str, index: str, model: str | None = None, rebuild: bool = False,
-                 progress: bool = True) -> BuildReport:
-    encoder, reason = open_encoder(model)
+                 progress: bool = True, retrain: bool = False) -> BuildReport:
+    """Index corpus with the pretrained model asked for (--model, $QA_MODEL, the default); when it
+    cannot be loaded, with one trained on the corpus itself (qa.selftrain; keyword-only below its
+    minimum size). An index that has a self-trained model keeps it unless a model is named;
+    --model self-trained asks for one, retrain trains it again."""
+    named = model or os.environ.get(MODEL_ENV)
+    self_train = None
+    if retrain or named == SELF_TRAINED or (not named and not rebuild and _index_model(index) == SELF_TRAINED):
+        encoder, reason, self_train = None, "", Training()
+    else:
+        encoder, reason = open_encoder(model)
+        if encoder is None and resolve_model_name(model) != NO_MODEL:
+            self_train = Training()
     if reason:
-        log.warning(reason)
+        log.warning(reason + ("; a model will be trained on this corpus if it is large enough" if self_train else ""))
     return build_index(corpus, index, load_splitter(), encoder, mode_reason=reason, rebuild=rebuild,
-                       progress=progress)
+                       progress=progress, self_train=self_train, retrain=retrain)
+
+
+def _index_model(index: str) -> str | None:
+    try:
+        return read_manifest(index).model
+    except IndexUnusable:
+        return None
 
 
 def describe(report: BuildReport) -> str:
@@ -46,6 +66,10 @@ def describe(report: BuildReport) -> str:
              f"mode: {m.mode}" + (f" ({m.model}, {m.dim} d, FAISS {m.faiss_index})" if m.model else "")]
     if m.mode_reason:
         lines.append(f"  {m.mode_reason}")
+    if report.trained:
+        t = report.trained
+        lines.append(f"  trained in this run: {t['pairs']:,} sentence pairs, {t['epochs']} epochs, "
+                     f"{t['seconds']:.0f} s on {t['device']}; saved in the index as {m.model_path}/")
     for dup, kept in report.duplicates:
         lines.append(f"duplicate: {dup} repeats {kept}; indexed once")
     for p in report.problems:
@@ -79,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("index", help="index a folder or file of articles (incremental)")
     p.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     p.add_argument("--index", default=DEFAULT_INDEX)
-    p.add_argument("--model", help=f"sentence-transformers name or path, or '{NO_MODEL}' (env QA_MODEL)")
+    p.add_argument("--model", help=f"sentence-transformers name or path, '{SELF_TRAINED}' (train one on "
+                                   f"this corpus) or '{NO_MODEL}' (env QA_MODEL)")
     p.add_argument("--rebuild", action="store_true", help="start a new index instead of updating")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the index's own model again on everything indexed (implies --model self-trained)")
     p = sub.add_parser("ask", help="answer a question from the index, with citations")
     p.add_argument("question")
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -106,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "index":
-            print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild)))
+            if args.retrain and args.model not in (None, SELF_TRAINED):
+                parser.error(f"--retrain trains a model on this corpus; it cannot be used with --model {args.model}")
+            print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain)))
         elif args.command == "ask":
             from qa.retrieve import Retriever
             ans = Retriever.load(args.index).ask(args.question, k=args.k)

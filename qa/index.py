@@ -21,9 +21,9 @@ import bm25s
 import faiss
 import numpy as np
 
-from qa import store
+from qa import selftrain, store
 from qa.articles import Article, LoadResult, Problem, load_corpus
-from qa.embed import Encoder
+from qa.embed import Encoder, ModelUnavailable
 from qa.sentences import Splitter
 from qa.tokens import VERSION as TOKENS_VERSION, tokenize
 
@@ -55,6 +55,7 @@ class Manifest:
     built_at: str
     faiss_index: str | None
     bm25: dict = field(default_factory=dict)
+    model_path: str | None = None  # a self-trained model's folder inside the generation
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
@@ -76,6 +77,7 @@ class BuildReport:
     problems: tuple[Problem, ...]
     duplicates: tuple[tuple[str, str], ...]
     seconds: float
+    trained: dict | None = None  # what qa.selftrain.train reported, when this build trained a model
 
 
 def keyword_settings() -> dict:
@@ -120,11 +122,17 @@ def check_compatible(manifest: Manifest, model: str | None, splitter: Splitter, 
 
 def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encoder: Encoder | None,
                 mode_reason: str = "", rebuild: bool = False, progress: bool = True,
-                loaded: LoadResult | None = None) -> BuildReport:
+                loaded: LoadResult | None = None, self_train: selftrain.Training | None = None,
+                retrain: bool = False) -> BuildReport:
     """Bring the index in index_dir up to date with corpus (a folder or a file).
 
     Articles from files under corpus that are new or changed are (re-)embedded, ones whose file
     is gone are removed; articles indexed from elsewhere are kept.
+
+    With no encoder and self_train given, the dense half comes from a model trained on the indexed
+    sentences themselves (qa.selftrain) and kept inside the index: the index's own model is reused
+    (retrain: a new one is trained), and an index with fewer than self_train.min_sentences
+    sentences stays keyword-only, mode_reason saying so.
     """
     t0 = time.perf_counter()
     root, index_dir = Path(corpus), Path(index_dir)
@@ -133,10 +141,24 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
         log.warning("%s: %s", p.path, p.message)
     model = encoder.info.name if encoder else None
     old_gen = None if rebuild else live_generation(index_dir)
-    stored, old_vectors = {}, None
+    stored, old_vectors, old_manifest = {}, None, None
     if old_gen is not None:
         old_manifest = Manifest.read(old_gen / "manifest.json")
-        check_compatible(old_manifest, model, splitter, index_dir)
+    reuse_model = train_model = False
+    if encoder is None and self_train is not None:
+        old_model = old_manifest.model if old_manifest else None
+        if old_model == selftrain.SELF_TRAINED and not retrain:
+            try:
+                encoder = selftrain.load(old_gen / (old_manifest.model_path or selftrain.MODEL_DIR))
+                model, reuse_model = encoder.info.name, True
+            except ModelUnavailable as e:
+                log.warning("training a new model: %s", e)
+                train_model = True
+        else:  # a pretrained model's index is only retrained when asked: check_compatible says how
+            train_model = old_model in (None, selftrain.SELF_TRAINED) or retrain
+    if old_gen is not None:
+        # A model trained in this build embeds every sentence anew, whatever embedded them before.
+        check_compatible(old_manifest, old_manifest.model if train_model else model, splitter, index_dir)
         old_db = store.connect(old_gen / "store.sqlite", readonly=True)
         stored = store.article_hashes(old_db)
         old_db.close()
@@ -144,7 +166,10 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
     removed = [i for i, (_, origin) in stored.items() if i not in seen and _in_scope(origin, root)]
     fresh = [a for a in loaded.articles if stored.get(a.id, ("",))[0] != a.content_hash]
     updated = sum(1 for a in fresh if a.id in stored)
-    if old_gen is not None and not fresh and not removed and old_manifest.bm25 == keyword_settings():
+    must_train = train_model and old_manifest is not None and (
+        retrain or old_manifest.sentences >= self_train.min_sentences)
+    if old_gen is not None and not fresh and not removed and old_manifest.bm25 == keyword_settings() \
+            and not must_train:
         return BuildReport(old_manifest, 0, 0, 0, old_manifest.articles, 0, loaded.problems,
                            loaded.duplicates, time.perf_counter() - t0)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +190,18 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
         if not texts:
             raise IndexUnusable(f"nothing to index: no readable article in {root}"
                                 + "".join(f"\n  {p.path}: {p.message}" for p in loaded.problems))
+        trained, why = None, mode_reason.removeprefix("keyword-only: ")
+        if train_model and len(texts) >= self_train.min_sentences:
+            encoder, trained = _train_model(db, new_gen, self_train, progress)
+            model = encoder.info.name
+            mode_reason = "; ".join(x for x in (selftrain.describe(trained), why) if x)
+        elif train_model:
+            mode_reason = "; ".join(x for x in (
+                f"keyword-only: {len(texts):,} sentences are too few to train a model on this corpus "
+                f"(it takes {self_train.min_sentences:,})", why) if x)
+        elif reuse_model:
+            shutil.copytree(old_gen / (old_manifest.model_path or selftrain.MODEL_DIR), new_gen / selftrain.MODEL_DIR)
+            mode_reason = old_manifest.mode_reason
         vectors = _vectors(encoder, texts, previous, old_vectors, progress) if encoder else None
         if vectors is not None:
             np.save(new_gen / "vectors.npy", vectors)
@@ -176,20 +213,33 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
         db.close()
         manifest = Manifest(
             format=FORMAT, model=model, dim=encoder.info.dim if encoder else None,
-            mode="hybrid" if encoder else "keyword-only", mode_reason="" if encoder else mode_reason,
+            mode="hybrid" if encoder else "keyword-only",
+            mode_reason=mode_reason if encoder is None or model == selftrain.SELF_TRAINED else "",
             splitter=splitter.name, articles=n_articles, sentences=len(texts), corpus_fingerprint=fingerprint,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             faiss_index=None if vectors is None else ("IndexHNSWFlat" if len(texts) >= HNSW_THRESHOLD else "IndexFlatIP"),
-            bm25=keyword_settings())
+            bm25=keyword_settings(), model_path=selftrain.MODEL_DIR if model == selftrain.SELF_TRAINED else None)
         (new_gen / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), encoding="utf-8")
         _publish(index_dir, new_gen)
     except BaseException:
         shutil.rmtree(new_gen, ignore_errors=True)
         raise
-    embedded = sum(1 for p in previous if p is None) if encoder else 0
+    embedded = (len(texts) if trained else sum(1 for p in previous if p is None)) if encoder else 0
     return BuildReport(manifest, added=len(fresh) - updated, updated=updated, removed=len(removed),
                        unchanged=n_articles - len(fresh), embedded=embedded, problems=loaded.problems,
-                       duplicates=loaded.duplicates, seconds=time.perf_counter() - t0)
+                       duplicates=loaded.duplicates, seconds=time.perf_counter() - t0, trained=trained)
+
+
+def _train_model(db: sqlite3.Connection, gen: Path, settings: selftrain.Training,
+                 progress: bool) -> tuple[Encoder, dict]:
+    """Train a model on the indexed articles (in index order), save it in gen and load it from there."""
+    docs: dict[str, tuple[str, list[str]]] = {}
+    for aid, title, text in db.execute("SELECT s.article_id, a.title, s.text FROM sentences s "
+                                       "JOIN articles a ON a.id = s.article_id ORDER BY s.pos"):
+        docs.setdefault(aid, (title, []))[1].append(text)
+    model, info = selftrain.train([selftrain.Document(t, tuple(s)) for t, s in docs.values()], settings, progress)
+    selftrain.save(model, info, gen / selftrain.MODEL_DIR)
+    return selftrain.load(gen / selftrain.MODEL_DIR), info
 
 
 def _vectors(encoder: Encoder, texts: list[str], previous: list[int | None], old: np.ndarray | None,

@@ -10,7 +10,7 @@ import bm25s
 import faiss
 import numpy as np
 
-from qa import store
+from qa import selftrain, store
 from qa.articles import Article
 from qa.embed import Encoder, ModelUnavailable, load_encoder
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, keyword_settings, live_generation
@@ -33,6 +33,12 @@ class Weights:
     window: float = 0.75
     article: float = 2.0
     dense: float = 1.0
+
+
+# A model self-trained on the corpus (qa.selftrain) finds paraphrases keyword search misses, so it
+# counts for more; fitted on BBC paraphrase questions and half of SQuAD v1.1 dev together
+# (bench/bbc_paraphrase.py; docs/benchmarks.md, "Self-trained embeddings").
+SELF_TRAINED_WEIGHTS = Weights(dense=3.0)
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,11 @@ class Retriever:
 
     @classmethod
     def load(cls, index_dir: str | Path, encoder: Encoder | None = None, load_model: bool = True,
-             weights: Weights = Weights()) -> "Retriever":
-        """Open the live index in index_dir; loads its model unless one is given or load_model is False."""
+             weights: Weights | None = None) -> "Retriever":
+        """Open the live index in index_dir; loads its model unless one is given or load_model is False.
+
+        weights: None picks them for the index's model (SELF_TRAINED_WEIGHTS for a self-trained one).
+        """
         gen = live_generation(Path(index_dir))
         if gen is None:
             raise IndexUnusable(f"no index in {index_dir}. Build one: qa index CORPUS --index {index_dir}")
@@ -125,6 +134,13 @@ class Retriever:
             raise IndexUnusable(f"the index in {index_dir} was built with {manifest.model} ({manifest.dim} d), "
                                 f"not {encoder.info.name} ({encoder.info.dim} d): pass --model {manifest.model} "
                                 f"or rebuild with qa index CORPUS --index {index_dir} --rebuild")
+        elif encoder is None and load_model and manifest.model == selftrain.SELF_TRAINED:
+            try:
+                encoder = selftrain.load(gen / (manifest.model_path or selftrain.MODEL_DIR))
+            except ModelUnavailable as e:
+                notice = (f"keyword-only: the index's self-trained model cannot be loaded ({e}); train it "
+                          f"again with: qa index CORPUS --index {index_dir} --retrain")
+                log.warning(notice)
         elif encoder is None and load_model:
             try:
                 encoder = load_encoder(manifest.model)
@@ -133,11 +149,17 @@ class Retriever:
                 log.warning(notice)
         elif encoder is None:
             notice = "keyword-only: model not loaded"
+        if weights is None:
+            weights = SELF_TRAINED_WEIGHTS if manifest.model == selftrain.SELF_TRAINED else Weights()
         return cls(gen, manifest, encoder, notice, weights)
 
     @property
     def mode(self) -> str:
-        return f"hybrid ({self.encoder.info.name})" if self.encoder else "keyword-only"
+        if self.encoder is None:
+            return "keyword-only"
+        if self.encoder.info.name == selftrain.SELF_TRAINED:
+            return "hybrid (model self-trained on this corpus)"
+        return f"hybrid ({self.encoder.info.name})"
 
     def stats(self) -> Stats:
         dates = sorted(d for d in self.article_date if d)

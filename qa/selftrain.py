@@ -48,7 +48,8 @@ class Training:
     pairs: tuple[str, ...] = ("next", "title")
     init: str = "idf"  # "idf": random token vectors scaled by the token's idf; "ppmi": SVD of
     # token co-occurrence (PPMI), scaled by idf; "random"
-    window: int = 5  # co-occurrence window (tokens) for init="ppmi"
+    window: int = 20  # co-occurrence window (tokens) for init="ppmi"
+    common_component: bool = True  # remove the direction all sentences share (Arora et al. 2017)
     device: str | None = None  # None: the GPU when there is one
 
 
@@ -89,24 +90,23 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     return tok
 
 
-def _ppmi_vectors(corpus_ids: list[np.ndarray], vocab: int, dim: int, window: int, seed: int):
-    """(vocab, dim) float32 token vectors: truncated SVD of the positive PMI of tokens seen within
-    `window` tokens of each other (Levy & Goldberg 2014: what word2vec factorises, without its
-    sampling). Rows scaled to unit variance per element, like the random start."""
+def _ppmi_vectors(corpus_ids: list[np.ndarray], article_of: np.ndarray, vocab: int, dim: int, window: int,
+                  seed: int):
+    """(vocab, dim) float32 unit token vectors: the left singular vectors of the positive PMI of
+    tokens seen within `window` tokens of each other in an article (Levy & Goldberg 2014: what
+    word2vec factorises, without its sampling). Windows cross sentence ends, so neighbouring
+    sentences' words become related, as in the pairs training uses."""
     import scipy.sparse as sp
     import torch
     from sklearn.utils.extmath import randomized_svd
 
     flat = np.concatenate(corpus_ids) if corpus_ids else np.zeros(0, dtype=np.int64)
-    doc = np.repeat(np.arange(len(corpus_ids)), [len(x) for x in corpus_ids])
-    rows, cols = [], []
-    for k in range(1, window + 1):
+    doc = np.repeat(article_of, [len(x) for x in corpus_ids])
+    counts = sp.csr_matrix((vocab, vocab), dtype=np.float64)
+    for k in range(1, window + 1):  # one offset at a time keeps memory at O(tokens)
         same = doc[k:] == doc[:-k]
-        rows += [flat[:-k][same], flat[k:][same]]
-        cols += [flat[k:][same], flat[:-k][same]]
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    counts = sp.coo_matrix((np.ones(len(r), dtype=np.float64), (r, c)), shape=(vocab, vocab)).tocsr()
-    counts.sum_duplicates()
+        a, b = flat[:-k][same], flat[k:][same]
+        counts = counts + sp.csr_matrix((np.ones(2 * len(a)), (np.r_[a, b], np.r_[b, a])), shape=(vocab, vocab))
     total = counts.sum()
     row_p = np.asarray(counts.sum(axis=1)).ravel() / total
     col_p = np.asarray(counts.sum(axis=0)).ravel() ** 0.75  # context smoothing
@@ -115,11 +115,9 @@ def _ppmi_vectors(corpus_ids: list[np.ndarray], vocab: int, dim: int, window: in
     pmi = np.log(coo.data / total / (row_p[coo.row] * col_p[coo.col]))
     keep = pmi > 0
     ppmi = sp.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=(vocab, vocab))
-    u, s, _ = randomized_svd(ppmi, n_components=dim, n_iter=4, random_state=seed)
-    vectors = u * np.sqrt(s)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0) * np.sqrt(dim)
-    return torch.from_numpy(vectors.astype(np.float32))
+    u, _, _ = randomized_svd(ppmi, n_components=dim, n_iter=4, random_state=seed)
+    norms = np.linalg.norm(u, axis=1, keepdims=True)
+    return torch.from_numpy((u / np.maximum(norms, 1e-12)).astype(np.float32))
 
 
 def train(docs: list[Document], settings: Training = Training(), progress: bool = True):
@@ -140,6 +138,7 @@ def train(docs: list[Document], settings: Training = Training(), progress: bool 
     texts = sorted({t for p in pairs for t in p})
     text_id = {t: i for i, t in enumerate(texts)}
     corpus_texts = [t for d in docs for t in (d.title, *d.sentences) if t]
+    article_of = np.repeat(np.arange(len(docs)), [len(d.sentences) + bool(d.title) for d in docs])
     tokenizer = _train_tokenizer(corpus_texts, settings.vocab_size)
     ids = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
@@ -155,7 +154,9 @@ def train(docs: list[Document], settings: Training = Training(), progress: bool 
     corpus_ids = [np.asarray(e.ids, dtype=np.int64)
                   for e in tokenizer.encode_batch(corpus_texts, add_special_tokens=False)]
     if settings.init == "ppmi":
-        weights = _ppmi_vectors(corpus_ids, vocab, settings.dim, settings.window, settings.seed)
+        # Scaled like the random start (unit variance per element), which the learning rate suits.
+        weights = _ppmi_vectors(corpus_ids, article_of, vocab, settings.dim, settings.window, settings.seed)
+        weights *= math.sqrt(settings.dim)
     if settings.init in ("idf", "ppmi"):
         # Rare words should count for more than "the" from the first step: the untrained model is
         # then (a projection of) idf-weighted bag-of-words, a fair retriever to start from.
@@ -209,7 +210,20 @@ def train(docs: list[Document], settings: Training = Training(), progress: bool 
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
-    static = StaticEmbedding(tokenizer, embedding_weights=bag.weight.detach().cpu().float())
+    vectors = bag.weight.detach().cpu().float()
+    if settings.common_component:
+        # Every sentence leans the same way (frequent words); that shared direction only adds
+        # noise to cosines. Mean pooling is linear, so removing it from each token removes it
+        # from every sentence, inside the ordinary StaticEmbedding.
+        sample = np.sort(rng.choice(len(texts), size=min(len(texts), 20_000), replace=False))
+        with torch.no_grad():
+            bag_cpu = torch.nn.EmbeddingBag.from_pretrained(vectors, mode="mean")
+            lens = lengths[sample]
+            tok = torch.cat([flat[starts[r]:starts[r] + lengths[r]] for r in sample])
+            sent = bag_cpu(tok, torch.from_numpy(np.concatenate([[0], np.cumsum(lens)[:-1]])))
+            common = torch.linalg.svd(sent, full_matrices=False).Vh[0]
+            vectors = vectors - torch.outer(vectors @ common, common)
+    static = StaticEmbedding(tokenizer, embedding_weights=vectors)
     model = SentenceTransformer(modules=[static], device="cpu")
     info = {
         "trained_on": "this corpus",
