@@ -33,12 +33,16 @@ class Weights:
     window: float = 0.75
     article: float = 2.0
     dense: float = 1.0
+    # None: dense always counts `dense`. A number: dense counts `dense` when the best keyword match
+    # (with its neighbours) holds all of the question's keywords, rising to `dense_weak` as it
+    # holds fewer, by (1 - support) ** 2: the model decides where the words do not.
+    dense_weak: float | None = None
 
 
-# A model self-trained on the corpus (qa.selftrain) finds paraphrases keyword search misses, so it
-# counts for more; fitted on BBC paraphrase questions and half of SQuAD v1.1 dev together
-# (bench/bbc_paraphrase.py; docs/benchmarks.md, "Self-trained embeddings").
-SELF_TRAINED_WEIGHTS = Weights(dense=3.0)
+# A model self-trained on the corpus (qa.selftrain) finds paraphrases that keyword search misses
+# but is weaker than keywords where the question repeats the article's words. Fitted on half of the
+# BBC paraphrase set and half of SQuAD v1.1 dev together (docs/benchmarks.md, "Self-trained embeddings").
+SELF_TRAINED_WEIGHTS = Weights(dense=1.0, dense_weak=8.0)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ class Retriever:
                 ids = ids[allowed[ids]]
             cand = np.unique(np.concatenate([cand, ids[:pool]]))  # sorted, which suits the memmap
             dense = np.asarray(self.vectors[cand] @ qv[0], dtype=np.float32)
-            fused = scores[cand] + w.dense * dense
+            fused = scores[cand] + self._dense_weight(scores, terms) * dense
         else:
             fused = scores[cand]
         order = np.argsort(-fused, kind="stable")
@@ -253,6 +257,20 @@ class Retriever:
         return Hit(passage=p, score=score, support=self.support(terms, " ".join([*before, p.text, *after])),
                    dense=dense, before=tuple(before), after=tuple(after),
                    sources=tuple(q for q, *_ in group))
+
+    def _dense_weight(self, keyword_scores: np.ndarray, terms: list[str]) -> float:
+        w = self.weights
+        if w.dense_weak is None:
+            return w.dense
+        top = int(np.argmax(keyword_scores))
+        covered = 0.0
+        if keyword_scores[top] > 0:
+            p = self._passage(top)
+            around = [t for (t,) in self.db.execute(
+                "SELECT text FROM sentences WHERE article_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+                (p.article_id, p.index - 1, p.index + 1))]
+            covered = self.support(terms, " ".join(around))
+        return w.dense + (w.dense_weak - w.dense) * (1.0 - covered) ** 2
 
     def support(self, terms: list[str], text: str) -> float:
         """Share of the question terms' idf found in text (0..1): how much of the question it covers.
