@@ -194,7 +194,7 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
         if train_model and len(texts) >= self_train.min_sentences:
             encoder, trained = _train_model(db, new_gen, self_train, progress)
             model = encoder.info.name
-            mode_reason = "; ".join(x for x in (selftrain.describe(trained), why) if x)
+            mode_reason = selftrain.describe(trained) + (f"; a pretrained model would do better: {why}" if why else "")
         elif train_model:
             mode_reason = "; ".join(x for x in (
                 f"keyword-only: {len(texts):,} sentences are too few to train a model on this corpus "

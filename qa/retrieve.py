@@ -162,7 +162,7 @@ class Retriever:
         if self.encoder is None:
             return "keyword-only"
         if self.encoder.info.name == selftrain.SELF_TRAINED:
-            return "hybrid (model self-trained on this corpus)"
+            return "hybrid (self-trained on this corpus)"
         return f"hybrid ({self.encoder.info.name})"
 
     def stats(self) -> Stats:

@@ -44,7 +44,7 @@ class Training:
     warmup: float = 0.1  # share of the steps spent raising the learning rate
     scale: float = 20.0  # cosines are multiplied by this before the softmax
     seed: int = 12345
-    min_sentences: int = 5_000  # below this the index stays keyword-only (measured: bench/selftrain.py)
+    min_sentences: int = 2_000  # below this the index stays keyword-only (measured: bench/selftrain.py)
     device: str | None = None  # None: the GPU when there is one
 
 
@@ -68,7 +68,8 @@ def training_pairs(docs: list[Document]) -> list[tuple[str, str]]:
 
 def train(docs: list[Document], settings: Training = Training(), progress: bool = True):
     """(model, info): a SentenceTransformer trained on docs alone, and what it was trained on (a
-    JSON-able dict for the model card). The same docs, settings and device give the same model."""
+    JSON-able dict for the model card). The same docs and settings give the same model on the CPU
+    (on a GPU, summation order may change the last bits)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
