@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 from qa.retrieve import MAX_QUESTION_CHARS, Hit, Passage, Retriever
+from qa.tokens import QUESTION_FRAME, tokenize
 
 ABSTAIN_TEXT = "The articles don't say."
 
@@ -22,6 +23,7 @@ class Policy:
     """
     min_support: float = 0.51
     min_dense: float = 0.6
+    depth: int = 5  # answer sentences come from this many top hits
     max_sentences: int = 3
     relative_score: float = 0.85  # later sentences must score this share of the best one (chosen with min_support)
 
@@ -47,53 +49,142 @@ def supported(hit: Hit, policy: Policy) -> bool:
     return hit.support >= policy.min_support or (hit.dense is not None and hit.dense >= policy.min_dense)
 
 
-# What a question asks for, when its form says so: "how many" wants a number, "when" a date.
+# What a question asks for, when its form says so: "how many" wants a number, "when" a date,
+# "who" or "which organization" a name. An answer of the asked kind is a second piece of
+# evidence besides the shared words, so it needs less support (Policy.min_support_typed).
 _ASKS_NUMBER = re.compile(r"\bhow (?:many|much)\b|\bwhat (?:number|share|percentage|proportion)\b", re.I)
 _ASKS_DATE = re.compile(r"^\W*when\b|\b(?:what|which) (?:year|date|day|month)\b|\bsince when\b", re.I)
+_ENTITY_NOUNS = (r"(?:organi[sz]ations?|groups?|agency|agencies|company|companies|party|parties|country|"
+                 r"countries|government|army|forces?|ministers?|officials?|leaders?|director|person|man|woman|"
+                 r"city|cities|town|province|provinces|region)")
+_ASKS_NAME = re.compile(r"^\W*(?:who|whom|whose)\b|\b(?:which|what) (?:[\w-]+ ){0,2}" + _ENTITY_NOUNS + r"\b"
+                        r"|\bname of\b", re.I)
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
                      r"dozens?|hundreds?|thousands?|millions?|billions?|half|third|quarter)\b", re.I)
+_YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
 _DATE = re.compile(r"\b(?:1[89]\d\d|20\d\d)\b|\b(?:jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|"
                    r"aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|"
                    r"wednesday|thursday|friday|saturday|sunday|today|yesterday|last (?:year|month|week))\b", re.I)
+_CALENDAR = re.compile(r"^(?:jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|aug(?:ust)?|sept?(?:ember)?|"
+                       r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|"
+                       r"saturday|sunday)$", re.I)
+# The noun a number or a name is asked for: "how many *hospitals*", "whose *forces*", "the name of the *school*".
+_FOCUS = re.compile(r"\bhow (?:many|much) ([\w-]+)|^\W*whose ([\w-]+)|\bname of (?:the |a |an |its |their )?([\w-]+)",
+                    re.I)
+# "What is Heba Morayef's *nationality*?": a property of someone, which the answer must name.
+_PROPERTY = re.compile(r"^\W*what (?:is|was|are|were) (?:[\w-]+ ){0,3}[\w-]+['’]s ([\w-]+)\W*$", re.I)
+_WORDS = re.compile(r"[\w’'-]+(?:[.,]\d+)*")
 # "How many attacks did Amnesty document, and how many used barrel bombs?" is two questions.
 _SECOND_QUESTION = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|whose|which|why)\b)", re.I)
+NEAR = 3  # at most this many words from a focus noun to its number or name
 
 
-def expected_kind(question: str) -> re.Pattern | None:
-    """The pattern an answer sentence must match, for questions whose form names one."""
-    if _ASKS_NUMBER.search(question):
-        return _NUMBER
-    if _ASKS_DATE.search(question):
-        return _DATE
-    return None
+@dataclass(frozen=True)
+class Asks:
+    """What a question's form says its answer must hold."""
+    kind: str | None  # "number", "date", "name" or None
+    focus: str | None  # stemmed noun the number or name must stand next to, when the sentence names it
+    strict: bool  # the sentence must name the focus ("the name of the school": about that school)
+    property: str | None  # stemmed word the sentence must hold ("nationality")
 
 
-def gives_kind(text: str, kind: re.Pattern, question: str) -> bool:
-    """True when text holds a number/date that the question does not already contain."""
-    asked = question.lower()
-    return any(m.group(0).lower() not in asked for m in kind.finditer(text))
+def asks(question: str) -> Asks:
+    kind = ("number" if _ASKS_NUMBER.search(question) else "date" if _ASKS_DATE.search(question)
+            else "name" if _ASKS_NAME.search(question) else None)
+    focus = None
+    if kind is not None and (m := _FOCUS.search(question)):
+        focus = next(iter(tokenize(next(g for g in m.groups() if g))), None)
+    prop = _PROPERTY.search(question)
+    prop_term = next(iter(tokenize(prop.group(1))), None) if prop else None
+    return Asks(kind, focus if focus not in QUESTION_FRAME else None,
+                kind == "name" and "name of" in question.lower(),
+                prop_term if prop_term not in QUESTION_FRAME else None)
+
+
+def _values(words: list[str], kind: str, asked: set[str]) -> list[int]:
+    """Positions of the words that give an answer of kind, leaving out what the question says."""
+    out = []
+    for i, w in enumerate(words):
+        if w.lower() in asked:
+            continue
+        if kind == "number" and _NUMBER.search(w) and not _YEAR.match(w):
+            out.append(i)
+        elif kind == "date" and _DATE.search(w):
+            out.append(i)
+        elif kind == "name" and i > 0 and w[:1].isupper() and not _CALENDAR.match(w):
+            out.append(i)
+    return out
+
+
+FOCUS_WITHOUT_VALUE, REJECTED, UNTYPED, TYPED, FOCUSED = range(-1, 4)
+
+
+def fit(text: str, want: Asks, question: str) -> int:
+    """How well a sentence fits what the question asks: REJECTED; UNTYPED (nothing is asked, or a
+    "who" question answered without a name: "doctors"); TYPED, it holds a number, date or name the
+    question does not; FOCUSED, that value stands beside the question's focus noun.
+
+    A sentence that names the focus without a value beside it does not answer ("how many
+    hospitals": "a strike near a hospital"); one that never names it may.
+    """
+    words = _WORDS.findall(text)
+    stems = [next(iter(tokenize(w)), "") for w in words]
+    if want.property and want.property not in stems:
+        return REJECTED
+    if want.kind is None:
+        return UNTYPED
+    found = _values(words, want.kind, {w.lower() for w in _WORDS.findall(question)})
+    if not found:
+        return UNTYPED if want.kind == "name" and not want.strict else REJECTED
+    at = [i for i, s in enumerate(stems) if want.focus and s == want.focus]
+    if not at:
+        return REJECTED if want.strict else TYPED
+    # "11 civilians", "two hospitals": a count comes before its noun; a name on either side
+    # ("Russian forces", "director Heba Morayef").
+    beside = (lambda i, j: 0 < i - j <= NEAR) if want.kind == "number" else (lambda i, j: 0 < abs(i - j) <= NEAR)
+    return FOCUSED if any(beside(i, j) for i in at for j in found) else FOCUS_WITHOUT_VALUE
 
 
 def pick(question: str, hits: tuple[Hit, ...], policy: Policy) -> list[Hit]:
     """The sentences that answer question, best first, or [] when none is supported.
 
-    A question that asks for a number or a date is answered by the best supported sentence
-    that holds one, and not at all when none does.
+    A question that asks for a number, a date or a name (`asks`) is answered by the supported
+    sentences that hold one (a "who" question may be answered without a name), and not at all when
+    none does. Once a supported sentence names the asked-for noun without a value beside it, lower
+    ones that never name it are not taken: the articles speak of it and do not give the number.
     """
-    candidates = [h for h in hits[:policy.max_sentences] if supported(h, policy)]
-    kind = expected_kind(question)
-    if kind is not None:
-        candidates = [h for h in candidates if gives_kind(h.text, kind, question)]
+    want = asks(question)
+    candidates, focus_unanswered = [], False
+    for h in hits[:policy.depth]:
+        f = fit(h.text, want, question)
+        if not supported(h, policy):
+            continue
+        focus_unanswered |= f == FOCUS_WITHOUT_VALUE
+        if f == FOCUSED or (f > REJECTED and not focus_unanswered):
+            candidates.append(h)
     if not candidates:
         return []
     best = max(h.score for h in candidates)
-    return [h for h in candidates if h.score >= policy.relative_score * best]
+    return [h for h in candidates if h.score >= policy.relative_score * best][:policy.max_sentences]
+
+
+def interleave(lists: list[list[Hit]], k: int) -> tuple[Hit, ...]:
+    """The first hit of each list, then the second of each, …, without repeats, at most k: what was
+    found for a question asked in parts (one list: itself)."""
+    out, seen = [], set()
+    for rank in range(max(map(len, lists), default=0)):
+        for hits in lists:
+            if rank < len(hits) and hits[rank].passage.sentence_id not in seen:
+                seen.add(hits[rank].passage.sentence_id)
+                out.append(hits[rank])
+    return tuple(out[:k])
 
 
 def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Policy(), **filters) -> Answer:
     """Retrieve for question and compose a cited answer, or abstain when the evidence is weak.
 
-    A question made of two ("…, and how many …?") is answered part by part.
+    A question made of two ("…, and how many …?") is answered part by part. Answer.hits lists the
+    answer sentences first, then what else was retrieved (taking turns between the parts).
     """
     question = " ".join(question.split())
     notes = ()
@@ -102,13 +193,16 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
                  f"{MAX_QUESTION_CHARS:,} were used.",)
     if not question:
         return Answer(question, "Ask a question about the articles.", (), True, (), notes)
-    hits = tuple(retriever.search(question, k=k, **filters))
-    parts = [p for p in _SECOND_QUESTION.split(question) if p.strip()]
+    parts = [p for p in _SECOND_QUESTION.split(question) if p.strip()] or [question]
     chosen: list[Hit] = []
+    ranked = []  # per part: its answer sentences first, then the rest as retrieved
     for part in parts:
-        part_hits = hits if len(parts) == 1 else tuple(retriever.search(part, k=k, **filters))
-        chosen += [h for h in pick(part, part_hits, policy)
-                   if h.passage.sentence_id not in {c.passage.sentence_id for c in chosen}]
+        found = tuple(retriever.search(part, k=k, **filters))
+        picked = [h for h in pick(part, found, policy)
+                  if h.passage.sentence_id not in {c.passage.sentence_id for c in chosen}]
+        chosen += picked
+        ranked.append(picked + [h for h in found if h not in picked])
+    hits = interleave(ranked, k)
     if not chosen:
         return Answer(question, ABSTAIN_TEXT, (), True, hits, notes)
     parts, citations = [], []

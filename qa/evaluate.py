@@ -19,6 +19,10 @@ from qa.metrics import AbstentionScores, CitationCounts, Statement, Thresholds
 from qa.retrieve import Hit, Retriever
 
 SPLITS = ("calibration", "test")
+# Questions tagged so share few or no words with their answer: a keyword-only index is not expected
+# to answer them (an embedding model is). The report scores the rest in a column of its own.
+PARAPHRASE = "paraphrase"
+WITHOUT_PARAPHRASES = "without paraphrases"
 
 
 class SetError(ValueError):
@@ -272,7 +276,11 @@ def report_json(outcomes: list[Outcome], meta: dict) -> dict:
 
 
 def split_outcomes(outcomes: list[Outcome]) -> dict[str, list[Outcome]]:
-    return {"all": outcomes, **{s: [o for o in outcomes if o.item.split == s] for s in SPLITS}}
+    """all, each split, and (when some are tagged paraphrase) all questions but those."""
+    parts = {"all": outcomes, **{s: [o for o in outcomes if o.item.split == s] for s in SPLITS}}
+    if any(PARAPHRASE in o.item.tags for o in outcomes):
+        parts[WITHOUT_PARAPHRASES] = [o for o in outcomes if PARAPHRASE not in o.item.tags]
+    return parts
 
 
 def _finite(value):

@@ -66,7 +66,9 @@ class Hit:
     """One retrieved fact: the best passage, every article that reports it, and its context."""
     passage: Passage
     score: float  # fused score; comparable within one question only
-    support: float  # share of the question's keyword weight (idf) found in the sentence and its neighbours, 0..1
+    # Share of the question's keyword weight (idf) found in the sentence and its neighbours (they say
+    # who "it" is), 0..1; 0 when the sentence itself holds none of it: a neighbour is no answer.
+    support: float
     dense: float | None  # cosine similarity to the question, None in keyword-only mode
     before: tuple[str, ...]  # the preceding sentence(s) of the same article
     after: tuple[str, ...]
@@ -254,7 +256,8 @@ class Retriever:
             "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index - 1))]
         after = [t for (t,) in self.db.execute(
             "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index + 1))]
-        return Hit(passage=p, score=score, support=self.support(terms, " ".join([*before, p.text, *after])),
+        support = self.support(terms, " ".join([*before, p.text, *after])) if self.support(terms, p.text) else 0.0
+        return Hit(passage=p, score=score, support=support,
                    dense=dense, before=tuple(before), after=tuple(after),
                    sources=tuple(q for q, *_ in group))
 

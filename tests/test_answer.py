@@ -6,7 +6,8 @@ import re
 import pytest
 
 from qa import Retriever
-from qa.answer import ABSTAIN_TEXT
+from qa.answer import (ABSTAIN_TEXT, FOCUS_WITHOUT_VALUE, FOCUSED, REJECTED, TYPED, UNTYPED, Asks, asks, fit,
+                       interleave)
 from qa.retrieve import MAX_QUESTION_CHARS
 
 
@@ -68,3 +69,62 @@ def test_empty_and_huge_questions(r):
     assert r.ask("   ").abstained
     ans = r.ask("How many civilians were killed near the hospital in Ariha? " * 200)
     assert ans.notes and str(MAX_QUESTION_CHARS) in ans.notes[0].replace(",", "")
+
+
+@pytest.mark.parametrize("question, kind, focus, strict, prop", [
+    ("How many hospitals were destroyed?", "number", "hospit", False, None),
+    ("How many were displaced?", "number", None, False, None),
+    ("When was the offensive relaunched?", "date", None, False, None),
+    ("Whose forces carried out the attacks?", "name", "forc", False, None),
+    ("Which monitoring group counted the deaths?", "name", None, False, None),
+    ("What is the name of the school that was attacked?", "name", "school", True, None),
+    ("What is Heba Morayef's nationality?", None, None, False, "nation"),
+    ("What does Amnesty say the violations amount to?", None, None, False, None),
+])
+def test_asks_reads_what_the_question_wants(question, kind, focus, strict, prop):
+    assert asks(question) == Asks(kind, focus, strict, prop)
+
+
+@pytest.mark.parametrize("question, sentence, expected", [
+    # a number beside the asked-for noun; the noun without one; no such noun at all
+    ("How many hospitals were hit?", "Strikes hit two hospitals in the north.", FOCUSED),
+    ("How many hospitals were hit?", "Strikes near a hospital killed 11 civilians.", FOCUS_WITHOUT_VALUE),
+    ("How many people were killed?", "The strike killed 11 civilians.", TYPED),
+    ("How many people were killed?", "The strike was condemned.", REJECTED),
+    ("How many attacks happened in 2019?", "Attacks rose in 2019.", REJECTED),  # the question's own number
+    ("In which year did the war begin?", "The war began in 2011.", TYPED),
+    ("Whose forces attacked?", "It was done by the Bashar al-Asad or Russian forces.", FOCUSED),
+    ("Who was interviewed?", "Doctors and teachers were interviewed.", UNTYPED),  # "who" without a name
+    ("What is the name of the school?", "A school in the city was hit, Amnesty said.", FOCUS_WITHOUT_VALUE),
+    ("What is the name of the school?", "A school in the city was hit.", REJECTED),
+    ("What is the name of the school?", "The Al-Amal school was hit.", FOCUSED),
+    ("What is Heba Morayef's nationality?", "Heba Morayef is Amnesty's regional director.", REJECTED),
+    ("What is Heba Morayef's nationality?", "Heba Morayef, of Egyptian nationality, spoke.", UNTYPED),
+])
+def test_fit_checks_the_kind_of_answer(question, sentence, expected):
+    assert fit(sentence, asks(question), question) == expected
+
+
+def test_a_count_the_articles_do_not_give_is_not_answered(r):
+    # Hospitals are mentioned (a strike near one) but never counted: the nearest sentence with some
+    # other number is not an answer.
+    assert r.ask("How many hospitals were destroyed in the attacks?").abstained
+    assert r.ask("What is the name of the school that was attacked in Idlib?").abstained
+    assert r.ask("What is Heba Morayef's nationality?").abstained
+    counted = r.ask("How many residential buildings were destroyed near the hospital?")
+    assert not counted.abstained and "two residential buildings" in counted.text
+
+
+def test_a_question_in_two_parts_lists_both_answers_first(r):
+    a = r.ask("How many attacks did Amnesty document, and how many of them used barrel bombs?")
+    assert "18 attacks" in a.text and "two with barrel bombs" in a.text
+    answer_ids = {c.passage.sentence_id for c in a.citations}
+    assert {p.sentence_id for h in a.hits[:len(answer_ids)] for p in h.sources} >= answer_ids
+
+
+def test_interleave_takes_turns_without_repeats(r):
+    one, two = r.search("barrel bombs", k=3), r.search("Heba Morayef", k=3)
+    merged = interleave([one, two], k=4)
+    assert [h.passage.sentence_id for h in merged] == [one[0].passage.sentence_id, two[0].passage.sentence_id,
+                                                        one[1].passage.sentence_id, two[1].passage.sentence_id]
+    assert interleave([one, one], k=10) == tuple(one)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from qa.answer import Policy
-from qa.evaluate import (Item, SetError, calibrate, evaluate, failures, load_set, resolve_evidence, score,
-                         write_reports)
+from qa.evaluate import (WITHOUT_PARAPHRASES, Item, SetError, calibrate, evaluate, failures, load_set,
+                         resolve_evidence, score, split_outcomes, write_reports)
 from qa.metrics import contains_answer
 from qa.retrieve import Hit, Passage, Retriever
 
@@ -20,16 +20,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SET = ROOT / "eval" / "idlib.jsonl"
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
 
-# Committed floors for the default set in keyword-only mode; measured values and why some are below
-# the issue's targets (paraphrases need an embedding model): docs/evaluation.md, "Against the targets".
+# Committed floors for the default set in keyword-only mode. All questions: below the issue's
+# targets because paraphrases need an embedding model (docs/evaluation.md, "Against the targets").
+# Without the paraphrase-tagged questions: the issue's targets themselves.
 THRESHOLDS = {
-    "recall_at_5": 0.91,  # measured 0.931 (54 of 58)
-    "answer_accuracy": 0.72,  # measured 0.759 (44 of 58)
+    "recall_at_5": 0.93,  # measured 0.948 (55 of 58)
+    "answer_accuracy": 0.77,  # measured 0.793 (46 of 58)
     "groundedness": 1.0,
-    "citation_precision": 0.90,  # measured 1.0
+    "citation_precision": 0.90,  # measured 0.991
     "citation_recall": 0.90,  # measured 1.0
 }
-ABSTENTION_F1 = 0.66  # measured 0.696
+ABSTENTION_F1 = 0.75  # measured 0.776
+TARGETS_WITHOUT_PARAPHRASES = {
+    "recall_at_5": 1.0,
+    "answer_accuracy": 0.90,  # measured 0.917 (44 of 48)
+    "groundedness": 1.0,
+    "citation_precision": 0.90,
+}
+TARGET_ABSTENTION_F1 = 0.90  # measured 0.927
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +83,14 @@ def test_default_set_meets_committed_thresholds(keyword_outcomes):
     assert s.latency_p95_ms < 1000
 
 
+def test_default_set_meets_the_issue_targets_without_paraphrases(keyword_outcomes):
+    s = score(split_outcomes(keyword_outcomes)[WITHOUT_PARAPHRASES])
+    assert s.answerable == 48 and s.unanswerable == 20
+    for name, target in TARGETS_WITHOUT_PARAPHRASES.items():
+        assert getattr(s, name) >= target, f"{name} {getattr(s, name):.3f} fell below {target}"
+    assert s.abstention.f1 >= TARGET_ABSTENTION_F1
+
+
 def test_off_topic_questions_are_refused_and_facts_answered(keyword_outcomes):
     by_id = {o.item.id: o for o in keyword_outcomes}
     assert all(o.answer.abstained for o in keyword_outcomes if "off-topic" in o.item.tags)
@@ -92,7 +108,7 @@ def test_reports_list_every_failure_with_what_was_retrieved(keyword_outcomes, tm
     assert [f["id"] for f in data["failures"]] == [o.item.id for o in failed]
     some = next(f for f in data["failures"] if f["retrieved"])
     assert {"rank", "sentence_id", "text", "score", "support", "sources"} <= set(some["retrieved"][0])
-    assert set(data["scores"]) == {"all", "calibration", "test"}
+    assert set(data["scores"]) == {"all", "calibration", "test", "without paraphrases"}
     assert "| evidence Recall@5 |" in md.read_text(encoding="utf-8") and "Failed questions" in text
 
 
