@@ -246,12 +246,6 @@ def calibrate(answerable: list[bool], best: list[Hit | None]) -> Thresholds:
                                    [None if h is None else h.dense for h in best])
 
 
-def rescore_abstention(outcomes: list[Outcome], policy: Policy) -> AbstentionScores:
-    """Abstention scores the same retrieval would get under another policy."""
-    return metrics.abstention_scores([o.item.answerable for o in outcomes],
-                                     [abstains(best_hit(o), policy) for o in outcomes])
-
-
 def best_hit(o: Outcome) -> Hit | None:
     return o.answer.hits[0] if o.answer.hits else None
 
@@ -342,10 +336,8 @@ def tags_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds, policy: Policy) -> str:
-    test = [o for o in outcomes if o.item.split == "test"]
-    tuned = Policy(min_support=calibration.min_support, min_dense=calibration.min_dense)
-    held_out = rescore_abstention(test, tuned)
+def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds, held_out: AbstentionScores,
+                    policy: Policy) -> str:
     failed = [o for o in outcomes if failures(o)]
     lines = [f"# Evaluation report: {meta['set']}", "",
              f"Index `{meta['index']}`, mode {meta['mode']}, {meta['questions']} questions, "
@@ -367,14 +359,21 @@ def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds
     return "\n".join(lines) + "\n"
 
 
-def write_reports(outcomes: list[Outcome], out_dir: str | Path, meta: dict, policy: Policy) -> tuple[Path, Path, str]:
-    """Write report.md and report.json into out_dir; returns their paths and the summary to print."""
+def write_reports(outcomes: list[Outcome], retriever: Retriever, out_dir: str | Path, meta: dict,
+                  policy: Policy) -> tuple[Path, Path, str]:
+    """Write report.md and report.json into out_dir; returns their paths and the summary to print.
+
+    The abstention thresholds are chosen on the calibration split and judged by asking the test
+    split's questions again with them."""
     calibration = calibrate([o.item.answerable for o in outcomes if o.item.split == "calibration"],
                             [best_hit(o) for o in outcomes if o.item.split == "calibration"])
+    tuned = replace(policy, min_support=calibration.min_support, min_dense=calibration.min_dense)
+    test = [o.item for o in outcomes if o.item.split == "test"]
+    held_out = score(evaluate(test, retriever, tuned, k=meta["k"], progress=False)).abstention
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "report.md", out_dir / "report.json"
-    text = report_markdown(outcomes, meta, calibration, policy)
+    text = report_markdown(outcomes, meta, calibration, held_out, policy)
     md.write_text(text, encoding="utf-8")
     data = report_json(outcomes, {**meta, "policy": asdict(policy), "calibration": asdict(calibration)})
     js.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -390,7 +389,7 @@ def run(set_path: str | Path, index_dir: str | Path, out_dir: str | Path | None 
     outcomes = evaluate(items, retriever, policy, k=k, progress=progress)
     meta = {"set": str(set_path), "index": str(index_dir), "mode": retriever.mode, "questions": len(items),
             "k": k, "command": command or f"qa eval {set_path} --index {index_dir}"}
-    md, js, _ = write_reports(outcomes, out_dir or Path(set_path).parent, meta, policy)
+    md, js, _ = write_reports(outcomes, retriever, out_dir or Path(set_path).parent, meta, policy)
     failed = sum(1 for o in outcomes if failures(o))
     return (f"{retriever.mode}; {len(items)} questions from {set_path}\n\n{scores_table(outcomes)}\n\n"
             f"{failed} questions failed a check; report: {md}, every failure with what was retrieved: {js}")
