@@ -350,7 +350,8 @@ def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds
              f"min_support {calibration.min_support}"
              + (f", min_dense {calibration.min_dense}" if math.isfinite(calibration.min_dense) else "")
              + f". On the test split that gives abstention F1 {_num(held_out.f1)}, false-abstention rate "
-             f"{_pct(held_out.false_abstention_rate)}. To use it: `Policy(min_support={calibration.min_support})`"
+             f"{_pct(held_out.false_abstention_rate)}. To use it: `Policy(min_support={calibration.min_support}"
+             + (f", min_dense={calibration.min_dense}" if math.isfinite(calibration.min_dense) else "") + ")`"
              " (docs/evaluation.md).", "",
              f"## Failed questions ({len(failed)} of {len(outcomes)}; details in the JSON report)", ""]
     for o in failed:
