@@ -13,6 +13,7 @@ import numpy as np
 from qa import selftrain, store
 from qa.articles import Article
 from qa.embed import Encoder, ModelUnavailable, load_encoder
+from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, keyword_settings, live_generation
 from qa.tokens import QUESTION_FRAME, tokenize
 
@@ -37,12 +38,18 @@ class Weights:
     # (with its neighbours) holds all of the question's keywords, rising to `dense_weak` as it
     # holds fewer, by (1 - support) ** 2: the model decides where the words do not.
     dense_weak: float | None = None
+    # With a static model (a self-trained one) loaded and the best keyword match (with its
+    # neighbours) holding less than `expand_below` of the question's keywords: each keyword also
+    # looks for its 3 nearest corpus words by the model's token vectors ("film" -> "movi", "cinema"),
+    # each counting `expansion` of a question word in BM25. 0: the question's words only.
+    expansion: float = 0.0
+    expand_below: float = 0.6
 
 
 # A model self-trained on the corpus (qa.selftrain) finds paraphrases that keyword search misses
 # but is weaker than keywords where the question repeats the article's words. Fitted on half of the
 # BBC paraphrase set and half of SQuAD v1.1 dev together (docs/benchmarks.md, "Self-trained embeddings").
-SELF_TRAINED_WEIGHTS = Weights(dense=1.0, dense_weak=8.0)
+SELF_TRAINED_WEIGHTS = Weights(dense=1.0, dense_weak=8.0, expansion=0.3)
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,12 @@ class Retriever:
         self.article_ids = [r[0] for r in rows]
         self.article_source = np.array([r[1] for r in rows], dtype=object)
         self.article_date = np.array([r[2][:10] for r in rows], dtype=object)
-        self.faiss = self.vectors = None
+        self.faiss = self.vectors = self.neighbours = None
         if encoder is not None:
+            if weights.expansion > 0:
+                vocab = self.bm25["sentence"].vocab_dict  # may hold one id past df: bm25s's empty token
+                sentences_with = {t: int(df[i]) for t, i in vocab.items() if i < len(df)}
+                self.neighbours = WordNeighbours.from_model(encoder.model, sentences_with)
             self.faiss = faiss.read_index(str(gen / "dense.faiss"))
             if hasattr(self.faiss, "hnsw"):
                 self.faiss.hnsw.efSearch = 128
@@ -198,6 +209,11 @@ class Retriever:
         allowed = self._filter(sources, since, until)
         if allowed is not None:
             scores[~allowed] = -np.inf
+        covered = 1.0
+        if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
+            covered = self._coverage(scores, terms)
+            if self.neighbours is not None and terms and covered < w.expand_below:
+                scores = self._expanded_scores(terms, expand(terms, self.neighbours, QUESTION_FRAME), scores)
         pool = max(50, 10 * k)
         cand = np.argsort(-scores)[:pool]
         cand = cand[scores[cand] > 0] if self.encoder is None else cand[np.isfinite(scores[cand])]
@@ -210,7 +226,7 @@ class Retriever:
                 ids = ids[allowed[ids]]
             cand = np.unique(np.concatenate([cand, ids[:pool]]))  # sorted, which suits the memmap
             dense = np.asarray(self.vectors[cand] @ qv[0], dtype=np.float32)
-            fused = scores[cand] + self._dense_weight(scores, terms) * dense
+            fused = scores[cand] + self._dense_weight(covered) * dense
         else:
             fused = scores[cand]
         order = np.argsort(-fused, kind="stable")
@@ -261,10 +277,28 @@ class Retriever:
                    dense=dense, before=tuple(before), after=tuple(after),
                    sources=tuple(q for q, *_ in group))
 
-    def _dense_weight(self, keyword_scores: np.ndarray, terms: list[str]) -> float:
+    def _expanded_scores(self, terms: list[str], extra: list[str], plain: np.ndarray) -> np.ndarray:
+        """(n,) keyword scores of the question's words plus `expansion` times the extra words', each
+        level divided by its best as in search; plain (the scores without extra words) when there are none."""
         w = self.weights
-        if w.dense_weak is None:
-            return w.dense
+        if not extra or w.expansion <= 0:
+            return plain
+        scores = np.zeros_like(plain)
+        for level, level_weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
+            if level_weight == 0:
+                continue
+            bm25 = self.bm25[level]
+            s = bm25.get_scores(terms) + w.expansion * bm25.get_scores(extra)
+            if level == "article":
+                s = s[self.sentence_article]
+            top = float(s.max())
+            if top > 0:
+                scores += level_weight * s / top
+        scores[~np.isfinite(plain)] = -np.inf
+        return scores
+
+    def _coverage(self, keyword_scores: np.ndarray, terms: list[str]) -> float:
+        """Support (0..1) of the best keyword match with its neighbours: how well the words alone did."""
         top = int(np.argmax(keyword_scores))
         covered = 0.0
         if keyword_scores[top] > 0:
@@ -273,6 +307,12 @@ class Retriever:
                 "SELECT text FROM sentences WHERE article_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
                 (p.article_id, p.index - 1, p.index + 1))]
             covered = self.support(terms, " ".join(around))
+        return covered
+
+    def _dense_weight(self, covered: float) -> float:
+        w = self.weights
+        if w.dense_weak is None:
+            return w.dense
         return w.dense + (w.dense_weak - w.dense) * (1.0 - covered) ** 2
 
     def support(self, terms: list[str], text: str) -> float:

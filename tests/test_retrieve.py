@@ -1,10 +1,14 @@
 """Retrieval on the default corpus: the right sentence first, merged duplicates, context, filters."""
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from qa.embed import load_encoder
-from qa.retrieve import Retriever, same_fact
+from qa.expand import WordNeighbours
+from qa.retrieve import SELF_TRAINED_WEIGHTS, Retriever, same_fact
 from qa.tokens import tokenize
 
 A, B = "000_24bd21a41d8b3e79", "002_3d1258f428892b47"
@@ -90,3 +94,33 @@ def test_same_fact():
     b = set(tokenize("Russian bombardments near a hospital in Ariha on January 29 killed 11 civilians."))
     c = set(tokenize("A ceasefire has been in effect since March 6 in and around Idlib."))
     assert same_fact(a, b) and not same_fact(a, c)
+
+
+def test_expansion_finds_a_sentence_worded_differently_only_when_the_words_fall_short(hybrid_index, tiny_model):
+    encoder = load_encoder(str(tiny_model))
+
+    def load(**weights) -> Retriever:
+        return Retriever.load(hybrid_index, encoder=encoder, weights=dataclasses.replace(SELF_TRAINED_WEIGHTS, **weights))
+
+    expanded, plain = load(expand_below=1.01), load(expansion=0.0)
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    expanded.neighbours = WordNeighbours(["outlaw", "weapon", "prohibit", "munit", "tax"], vectors, np.ones(5, bool))
+    question = "What weapons were outlawed?"  # the article: "cluster munitions - prohibited by international law"
+    assert "munitions" not in plain.search(question, k=3)[0].text
+    assert "munitions" in expanded.search(question, k=3)[0].text
+    # a question the words answer well is left alone
+    covered = "How many civilians were killed near the hospital in Ariha?"
+    gated, ungated = load(expansion=5.0), load(expansion=5.0, expand_below=1.01)
+    for r in (gated, ungated):
+        r.neighbours = WordNeighbours(["civilian", "regim"], vectors[[0, 0]], np.ones(2, bool))
+    texts = [h.text for h in plain.search(covered, k=5)]
+    assert [h.text for h in gated.search(covered, k=5)] == texts
+    assert [h.text for h in ungated.search(covered, k=5)] != texts  # what the gate kept out
+
+
+def test_keyword_only_ignores_expansion(keyword_index, hybrid_index):
+    question = "What weapons were outlawed?"
+    with_weights = Retriever.load(hybrid_index, load_model=False, weights=SELF_TRAINED_WEIGHTS)
+    assert with_weights.neighbours is None
+    assert [h.text for h in with_weights.search(question, k=5)] == \
+        [h.text for h in Retriever.load(keyword_index).search(question, k=5)]
