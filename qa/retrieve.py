@@ -44,12 +44,18 @@ class Weights:
     # each counting `expansion` of a question word in BM25. 0: the question's words only.
     expansion: float = 0.0
     expand_below: float = 0.6
+    # When the best keyword match holds less than `places_below` of the question's keywords, this
+    # share of the k places (rounded down: 3 of 10) goes to the model's own best matches that the
+    # fused ranking left out: where the words say little, the model's candidates get places in the
+    # list, not only weight in the sum.
+    dense_places: float = 0.0
+    places_below: float = 0.8
 
 
 # A model self-trained on the corpus (qa.selftrain) finds paraphrases that keyword search misses
 # but is weaker than keywords where the question repeats the article's words. Fitted on half of the
 # BBC paraphrase set and half of SQuAD v1.1 dev together (docs/benchmarks.md, "Self-trained embeddings").
-SELF_TRAINED_WEIGHTS = Weights(dense=1.0, dense_weak=8.0, expansion=0.3)
+SELF_TRAINED_WEIGHTS = Weights(dense=1.0, dense_weak=8.0, expansion=0.3, dense_places=0.3)
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,13 @@ class Retriever:
         else:
             fused = scores[cand]
         order = np.argsort(-fused, kind="stable")
+        places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
+        if places:
+            head = order[:k - places]
+            taken = set(head.tolist())
+            extra = [i for i in np.argsort(-dense, kind="stable").tolist() if i not in taken][:places]
+            rest = [i for i in order[k - places:].tolist() if i not in set(extra)]
+            order = np.array(head.tolist() + extra + rest, dtype=np.int64)
         ranked = [(int(cand[i]), float(fused[i]), None if dense is None else float(dense[i])) for i in order]
         return self._hits(ranked, terms, k)
 

@@ -124,3 +124,19 @@ def test_keyword_only_ignores_expansion(keyword_index, hybrid_index):
     assert with_weights.neighbours is None
     assert [h.text for h in with_weights.search(question, k=5)] == \
         [h.text for h in Retriever.load(keyword_index).search(question, k=5)]
+
+
+def test_model_gets_places_when_the_words_fall_short(hybrid_index, tiny_model):
+    encoder = load_encoder(str(tiny_model))
+
+    def ids(question: str, **weights) -> list[str]:
+        w = dataclasses.replace(SELF_TRAINED_WEIGHTS, expansion=0.0, **weights)
+        return [h.passage.sentence_id for h in Retriever.load(hybrid_index, encoder=encoder, weights=w).search(question, k=10)]
+
+    question = "What weapons were outlawed?"
+    fused = ids(question, dense_places=0.0)
+    placed = ids(question, dense_places=0.3, places_below=1.01)
+    model_only = ids(question, sentence=0.0, window=0.0, article=0.0, dense_weak=None)
+    assert placed[:7] == fused[:7] and placed != fused
+    assert placed[7:10] == [i for i in model_only if i not in fused[:7]][:3]
+    assert ids(question, dense_places=0.3, places_below=0.0) == fused  # words cover enough: no places
