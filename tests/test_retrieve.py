@@ -133,10 +133,14 @@ def test_model_gets_places_when_the_words_fall_short(hybrid_index, tiny_model):
         w = dataclasses.replace(SELF_TRAINED_WEIGHTS, expansion=0.0, **weights)
         return [h.passage.sentence_id for h in Retriever.load(hybrid_index, encoder=encoder, weights=w).search(question, k=10)]
 
-    question = "What weapons were outlawed?"
-    fused = ids(question, dense_places=0.0)
-    placed = ids(question, dense_places=0.3, places_below=1.01)
-    model_only = ids(question, sentence=0.0, window=0.0, article=0.0, dense_weak=None)
-    assert placed[:7] == fused[:7] and placed != fused
-    assert placed[7:10] == [i for i in model_only if i not in fused[:7]][:3]
-    assert ids(question, dense_places=0.3, places_below=0.0) == fused  # words cover enough: no places
+    moved = 0
+    for question in ("What weapons were outlawed?", "Who fled the fighting?", "What did the watchdog say?",
+                     "How long has the truce held?"):
+        fused = ids(question, dense_places=0.0)
+        placed = ids(question, dense_places=0.3, places_below=1.01)
+        model_only = ids(question, sentence=0.0, window=0.0, article=0.0, dense_weak=None)
+        assert placed[:7] == fused[:7]  # the last 3 places go to the model's best matches
+        assert set(placed[7:]) <= set(model_only) | set(fused)
+        assert ids(question, dense_places=0.3, places_below=0.0) == fused  # words cover enough: no places
+        moved += bool(set(placed[7:]) - set(fused))  # a model match the fused top 10 did not have
+    assert moved
