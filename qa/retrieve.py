@@ -236,15 +236,17 @@ class Retriever:
         else:
             fused = scores[cand]
         order = np.argsort(-fused, kind="stable")
-        places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
-        if places:
-            head = order[:k - places]
-            taken = set(head.tolist())
-            extra = [i for i in np.argsort(-dense, kind="stable").tolist() if i not in taken][:places]
-            rest = [i for i in order[k - places:].tolist() if i not in set(extra)]
-            order = np.array(head.tolist() + extra + rest, dtype=np.int64)
         ranked = [(int(cand[i]), float(fused[i]), None if dense is None else float(dense[i])) for i in order]
-        return self._hits(ranked, terms, k)
+        hits = self._hits(ranked, terms, k)
+        places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
+        if places and len(hits) > k - places:
+            head = hits[:k - places]
+            seen = {p.sentence_id for h in head for p in h.sources}
+            by_dense = sorted(ranked, key=lambda r: -r[2])
+            extra = self._hits([r for r in by_dense if self._sentence_id(r[0]) not in seen], terms, places)
+            taken = seen | {p.sentence_id for h in extra for p in h.sources}
+            hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
+        return hits
 
     def ask(self, question: str, k: int = 5, **kwargs):
         """A cited answer or an abstention: see qa.answer.answer."""
@@ -339,6 +341,9 @@ class Retriever:
         present = set(tokenize(text))
         weights = {t: self.idf.get(t, self.unknown_idf) for t in set(terms)}
         return sum(v for t, v in weights.items() if t in present) / sum(weights.values())
+
+    def _sentence_id(self, pos: int) -> str:
+        return self.db.execute("SELECT id FROM sentences WHERE pos = ?", (pos,)).fetchone()[0]
 
     def _passage(self, pos: int) -> Passage:
         row = self.db.execute(
