@@ -200,11 +200,15 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
         found = tuple(retriever.search(part, k=k, **filters))
         picked = [h for h in pick(part, found, policy)
                   if h.passage.sentence_id not in {c.passage.sentence_id for c in chosen}]
+        if len(parts) > 1:
+            picked = picked[:1]  # each part asks one thing: its best sentence
         chosen += picked
         ranked.append(picked + [h for h in found if h not in picked])
     hits = interleave(ranked, k)
     if not chosen:
         return Answer(question, ABSTAIN_TEXT, (), True, hits, notes)
+    notes += tuple(f"The articles don't say: “{part.strip().rstrip('?')}?”"
+                   for part, r in zip(parts, ranked) if len(parts) > 1 and not (r and r[0] in chosen))
     parts, citations = [], []
     for hit in chosen:
         markers = ""

@@ -128,3 +128,13 @@ def test_interleave_takes_turns_without_repeats(r):
     assert [h.passage.sentence_id for h in merged] == [one[0].passage.sentence_id, two[0].passage.sentence_id,
                                                         one[1].passage.sentence_id, two[1].passage.sentence_id]
     assert interleave([one, one], k=10) == tuple(one)
+
+
+def test_each_part_gets_its_best_sentence_and_an_unanswered_part_says_so(r):
+    a = r.ask("How many people live in the Idlib region and who won the 2018 World Cup?")
+    assert not a.abstained and "three million civilians" in a.text
+    assert len(answer_sentences(a.text)) == 1
+    assert a.notes == ("The articles don't say: “who won the 2018 World Cup?”",)
+    both = r.ask("How many attacks did Amnesty document, and how many of them used barrel bombs?")
+    assert len(answer_sentences(both.text)) == 2 and not both.notes
+    assert r.ask("Who won the 2018 World Cup and what is the capital of Australia?").abstained
