@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,11 @@ def make_tiny_model(path: Path, texts: list[str], dim: int = 256, seed: int = 0)
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[UNK]", "[PAD]"]))
-    weights = np.random.default_rng(seed).standard_normal((tok.get_vocab_size(), dim)).astype(np.float32)
+    # Each token's vector comes from its own text, not its id: the trainer numbers tied tokens in no
+    # fixed order, and the model must be the same in every run.
+    weights = np.zeros((tok.get_vocab_size(), dim), dtype=np.float32)
+    for token, i in tok.get_vocab().items():
+        weights[i] = np.random.default_rng([seed, zlib.crc32(token.encode())]).standard_normal(dim)
     model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_weights=weights)], device="cpu")
     model.save(str(path))
     return path
