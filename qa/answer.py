@@ -50,8 +50,7 @@ def supported(hit: Hit, policy: Policy) -> bool:
 
 
 # What a question asks for, when its form says so: "how many" wants a number, "when" a date,
-# "who" or "which organization" a name. An answer of the asked kind is a second piece of
-# evidence besides the shared words, so it needs less support (Policy.min_support_typed).
+# "who" or "which organization" a name (see `fit`).
 _ASKS_NUMBER = re.compile(r"\bhow (?:many|much)\b|\bwhat (?:number|share|percentage|proportion)\b", re.I)
 _ASKS_DATE = re.compile(r"^\W*when\b|\b(?:what|which) (?:year|date|day|month)\b|\bsince when\b", re.I)
 _ENTITY_NOUNS = (r"(?:organi[sz]ations?|groups?|agency|agencies|company|companies|party|parties|country|"
@@ -62,12 +61,11 @@ _ASKS_NAME = re.compile(r"^\W*(?:who|whom|whose)\b|\b(?:which|what) (?:[\w-]+ ){
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
                      r"dozens?|hundreds?|thousands?|millions?|billions?|half|third|quarter)\b", re.I)
 _YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
-_DATE = re.compile(r"\b(?:1[89]\d\d|20\d\d)\b|\b(?:jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|"
-                   r"aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|"
-                   r"wednesday|thursday|friday|saturday|sunday|today|yesterday|last (?:year|month|week))\b", re.I)
-_CALENDAR = re.compile(r"^(?:jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|aug(?:ust)?|sept?(?:ember)?|"
-                       r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|"
-                       r"saturday|sunday)$", re.I)
+_MONTHS_AND_DAYS = (r"jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|"
+                    r"nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
+_CALENDAR = re.compile(rf"^(?:{_MONTHS_AND_DAYS})$", re.I)  # capitalised, but not a name
+# A date starts at this word (matched against the word and the next: "last year").
+_DATE = re.compile(rf"(?:1[89]|20)\d\d\b|(?:{_MONTHS_AND_DAYS}|today|yesterday|last (?:year|month|week))\b", re.I)
 # The noun a number or a name is asked for: "how many *hospitals*", "whose *forces*", "the name of the *school*".
 _FOCUS = re.compile(r"\bhow (?:many|much) ([\w-]+)|^\W*whose ([\w-]+)|\bname of (?:the |a |an |its |their )?([\w-]+)",
                     re.I)
@@ -109,7 +107,7 @@ def _values(words: list[str], kind: str, asked: set[str]) -> list[int]:
             continue
         if kind == "number" and _NUMBER.search(w) and not _YEAR.match(w):
             out.append(i)
-        elif kind == "date" and _DATE.search(w):
+        elif kind == "date" and _DATE.match(" ".join(words[i:i + 2])):
             out.append(i)
         elif kind == "name" and i > 0 and w[:1].isupper() and not _CALENDAR.match(w):
             out.append(i)
@@ -120,12 +118,11 @@ FOCUS_WITHOUT_VALUE, REJECTED, UNTYPED, TYPED, FOCUSED = range(-1, 4)
 
 
 def fit(text: str, want: Asks, question: str) -> int:
-    """How well a sentence fits what the question asks: REJECTED; UNTYPED (nothing is asked, or a
-    "who" question answered without a name: "doctors"); TYPED, it holds a number, date or name the
-    question does not; FOCUSED, that value stands beside the question's focus noun.
-
-    A sentence that names the focus without a value beside it does not answer ("how many
-    hospitals": "a strike near a hospital"); one that never names it may.
+    """How well a sentence fits what the question asks: REJECTED; FOCUS_WITHOUT_VALUE, it names the
+    question's focus noun with no number or name beside it ("how many hospitals": "a strike near a
+    hospital"), so it does not answer; UNTYPED, nothing is asked (or a "who" question answered
+    without a name: "doctors"); TYPED, it holds a number, date or name the question does not;
+    FOCUSED, that value stands beside the focus noun.
     """
     words = _WORDS.findall(text)
     stems = [next(iter(tokenize(w)), "") for w in words]
@@ -156,9 +153,9 @@ def pick(question: str, hits: tuple[Hit, ...], policy: Policy) -> list[Hit]:
     want = asks(question)
     candidates, focus_unanswered = [], False
     for h in hits[:policy.depth]:
-        f = fit(h.text, want, question)
         if not supported(h, policy):
             continue
+        f = fit(h.text, want, question)
         focus_unanswered |= f == FOCUS_WITHOUT_VALUE
         if f == FOCUSED or (f > REJECTED and not focus_unanswered):
             candidates.append(h)
@@ -196,24 +193,26 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
     parts = [p for p in _SECOND_QUESTION.split(question) if p.strip()] or [question]
     chosen: list[Hit] = []
     ranked = []  # per part: its answer sentences first, then the rest as retrieved
+    unanswered = []
     for part in parts:
         found = tuple(retriever.search(part, k=k, **filters))
-        picked = [h for h in pick(part, found, policy)
-                  if h.passage.sentence_id not in {c.passage.sentence_id for c in chosen}]
+        taken = {c.passage.sentence_id for c in chosen}
+        picked = [h for h in pick(part, found, policy) if h.passage.sentence_id not in taken]
         if len(parts) > 1:
             picked = picked[:1]  # each part asks one thing: its best sentence
+        if not picked:
+            unanswered.append(part)
         chosen += picked
         ranked.append(picked + [h for h in found if h not in picked])
     hits = interleave(ranked, k)
     if not chosen:
         return Answer(question, ABSTAIN_TEXT, (), True, hits, notes)
-    notes += tuple(f"The articles don't say: “{part.strip().rstrip('?')}?”"
-                   for part, r in zip(parts, ranked) if len(parts) > 1 and not (r and r[0] in chosen))
-    parts, citations = [], []
+    notes += tuple(f"The articles don't say: “{part.strip().rstrip('?')}?”" for part in unanswered)
+    pieces, citations = [], []
     for hit in chosen:
         markers = ""
         for passage in hit.sources:
             citations.append(Citation(len(citations) + 1, passage, hit.score))
             markers += f"[{len(citations)}]"
-        parts.append(f"{hit.text} {markers}")
-    return Answer(question, " ".join(parts), tuple(citations), False, hits, notes)
+        pieces.append(f"{hit.text} {markers}")
+    return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes)

@@ -202,24 +202,17 @@ class Retriever:
         terms = tokenize(question)
         w = self.weights
         n = self.manifest.sentences
-        scores = np.zeros(n, dtype=np.float32)
-        for level, weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
-            if not terms or weight == 0:
-                continue
-            s = self.bm25[level].get_scores(terms)
-            if level == "article":
-                s = s[self.sentence_article]
-            top = float(s.max())
-            if top > 0:
-                scores += weight * s / top
         allowed = self._filter(sources, since, until)
-        if allowed is not None:
-            scores[~allowed] = -np.inf
+        levels = self._level_scores(terms)
+        scores = self._keyword_scores(levels, allowed)
         covered = 1.0
         if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
             covered = self._coverage(scores, terms)
-            if self.neighbours is not None and terms and covered < w.expand_below:
-                scores = self._expanded_scores(terms, expand(terms, self.neighbours, QUESTION_FRAME), scores)
+            extra = expand(terms, self.neighbours, QUESTION_FRAME) \
+                if self.neighbours is not None and w.expansion > 0 and covered < w.expand_below else []
+            if extra:  # the extra words count `expansion` of a question word at every level
+                more = self._level_scores(extra)
+                scores = self._keyword_scores({lv: s + w.expansion * more[lv] for lv, s in levels.items()}, allowed)
         pool = max(50, 10 * k)
         cand = np.argsort(-scores)[:pool]
         cand = cand[scores[cand] > 0] if self.encoder is None else cand[np.isfinite(scores[cand])]
@@ -242,7 +235,8 @@ class Retriever:
         if places and len(hits) > k - places:
             head = hits[:k - places]
             seen = {p.sentence_id for h in head for p in h.sources}
-            by_dense = sorted(ranked, key=lambda r: -r[2])
+            # the model's best that the head does not hold are among its best len(seen) + places
+            by_dense = sorted(ranked, key=lambda r: -r[2])[:len(seen) + places]
             extra = self._hits([r for r in by_dense if self._sentence_id(r[0]) not in seen], terms, places)
             taken = seen | {p.sentence_id for h in extra for p in h.sources}
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
@@ -292,24 +286,27 @@ class Retriever:
                    dense=dense, before=tuple(before), after=tuple(after),
                    sources=tuple(q for q, *_ in group))
 
-    def _expanded_scores(self, terms: list[str], extra: list[str], plain: np.ndarray) -> np.ndarray:
-        """(n,) keyword scores of the question's words plus `expansion` times the extra words', each
-        level divided by its best as in search; plain (the scores without extra words) when there are none."""
+    def _level_scores(self, terms: list[str]) -> dict[str, np.ndarray]:
+        """Raw BM25 scores of terms per keyword level with a weight, each (n,) over sentences (the
+        article level's spread to its sentences)."""
         w = self.weights
-        if not extra or w.expansion <= 0:
-            return plain
-        scores = np.zeros_like(plain)
-        for level, level_weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
-            if level_weight == 0:
-                continue
-            bm25 = self.bm25[level]
-            s = bm25.get_scores(terms) + w.expansion * bm25.get_scores(extra)
-            if level == "article":
-                s = s[self.sentence_article]
+        out = {}
+        for level, weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
+            if terms and weight:
+                s = self.bm25[level].get_scores(terms)
+                out[level] = s[self.sentence_article] if level == "article" else s
+        return out
+
+    def _keyword_scores(self, levels: dict[str, np.ndarray], allowed: np.ndarray | None) -> np.ndarray:
+        """(n,) float32: each level divided by its best and weighted, summed; -inf where filtered out."""
+        w = dict(zip(KEYWORD_LEVELS, (self.weights.sentence, self.weights.window, self.weights.article)))
+        scores = np.zeros(self.manifest.sentences, dtype=np.float32)
+        for level, s in levels.items():
             top = float(s.max())
             if top > 0:
-                scores += level_weight * s / top
-        scores[~np.isfinite(plain)] = -np.inf
+                scores += w[level] * s / top
+        if allowed is not None:
+            scores[~allowed] = -np.inf
         return scores
 
     def _coverage(self, keyword_scores: np.ndarray, terms: list[str]) -> float:
