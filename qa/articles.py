@@ -168,6 +168,11 @@ def normalise_date(raw: str) -> str | None:
         return None
 
 
+def text_key(text: str) -> str:
+    """What makes two articles duplicates: the same text up to whitespace (sha1 hex)."""
+    return hashlib.sha1(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
 class _Collector:
     """Gathers articles and problems in file order, skipping duplicates as they arrive."""
 
@@ -183,7 +188,7 @@ class _Collector:
         self.problems.append(Problem(where, message))
 
     def add(self, where: str, article: Article) -> None:
-        key = hashlib.sha1(" ".join(article.text.split()).encode("utf-8")).hexdigest()
+        key = text_key(article.text)
         if key in self._id_by_text:
             log.info("%s: skipped %r, same text as %r", where, article.id, self._id_by_text[key])
             self.duplicates.append((article.id, self._id_by_text[key]))

@@ -23,11 +23,24 @@ CREATE INDEX IF NOT EXISTS sentences_article ON sentences(article_id, idx);
 """
 
 
+# A generation's store is written by one build, in a folder no reader sees until it is published,
+# and never changed after: see index/README.md, "SQLite settings".
+WRITER_PRAGMAS = (
+    "PRAGMA journal_mode = MEMORY",  # no journal file: a killed build's generation is deleted, not recovered
+    "PRAGMA synchronous = OFF",  # qa.index flushes the whole generation to disk once, before publishing it
+    "PRAGMA busy_timeout = 10000",  # ms; nothing else opens the file, so only a stray tool could make it wait
+)
+
+
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open a generation's store: readonly for a published one (immutable: no locks, no journal
+    lookups, so a reader keeps working even after the generation is deleted under it), else to build."""
     if readonly:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
     else:
         db = sqlite3.connect(path)
+        for pragma in WRITER_PRAGMAS:
+            db.execute(pragma)
         db.executescript(SCHEMA)
     db.execute("PRAGMA foreign_keys = ON")
     return db
@@ -36,6 +49,11 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 def article_hashes(db: sqlite3.Connection) -> dict[str, tuple[str, str]]:
     """id -> (content_hash, origin) for every stored article."""
     return {i: (h, o) for i, h, o in db.execute("SELECT id, content_hash, origin FROM articles")}
+
+
+def article_texts(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(id, text) of every stored article."""
+    return db.execute("SELECT id, text FROM articles").fetchall()
 
 
 def delete_articles(db: sqlite3.Connection, ids: list[str]) -> None:
