@@ -4,13 +4,14 @@ Decoding, per file: a UTF-8 byte-order mark is stripped and the bytes are decode
 decoded as cp1252 and, if that fails too, as latin-1 (which cannot fail), each fallback reported as a Problem.
 A UTF-16 byte-order mark means UTF-16. Files with NUL bytes or mostly non-printable characters are binary, and
 are skipped like empty files and files over MAX_FILE_BYTES. Bad content never raises: it becomes a Problem and
-the rest of the corpus still loads.
+the rest of the corpus still loads. Symbolic links are followed only to files inside the corpus folder.
 """
 from __future__ import annotations
 
 import codecs
 import csv
 import email.utils
+import errno
 import hashlib
 import io
 import json
@@ -81,7 +82,7 @@ def load_corpus(path: str | Path) -> LoadResult:
         for rel, file in _walk(root, out):
             suffix = file.suffix.lower()
             if suffix in SUPPORTED_SUFFIXES:
-                _load_file(file, rel, out)
+                _load_file_safely(file, rel, out)
             elif suffix in _ARTICLE_LIKE:
                 out.problem(rel, f"skipped: {suffix} files are not supported; convert to one of "
                                  f"{', '.join(SUPPORTED_SUFFIXES)}")
@@ -93,7 +94,7 @@ def load_corpus(path: str | Path) -> LoadResult:
     elif not root.is_file():
         out.problem(root.name, "skipped: not a regular file")
     else:
-        _load_file(root, root.name, out)
+        _load_file_safely(root, root.name, out)
     return LoadResult(tuple(out.articles), tuple(out.problems), tuple(out.duplicates))
 
 
@@ -203,8 +204,13 @@ class _Collector:
 
 
 def _walk(root: Path, out: _Collector) -> list[tuple[str, Path]]:
-    """Regular, non-hidden files under `root` as (posix path relative to root, path), sorted by that path."""
+    """Regular, non-hidden files under `root` as (posix path relative to root, path), sorted by that path.
+
+    Links to folders are not followed (their files inside the corpus are found where they are); links
+    to files are followed only when the file is inside the corpus. Others are reported, as are loops.
+    """
     found = []
+    real_root = root.resolve()
 
     def report(error: OSError) -> None:
         where = Path(error.filename or root).relative_to(root).as_posix()
@@ -212,11 +218,44 @@ def _walk(root: Path, out: _Collector) -> list[tuple[str, Path]]:
 
     for folder, dirs, files in os.walk(root, onerror=report):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in dirs:
+            if Path(folder, name).is_symlink():
+                _check_link(Path(folder, name), root, real_root, out)
         for name in files:
             file = Path(folder, name)
-            if not name.startswith(".") and file.is_file():
+            if name.startswith(".") or (file.is_symlink() and not _check_link(file, root, real_root, out)):
+                continue
+            if file.is_file():
                 found.append((file.relative_to(root).as_posix(), file))
     return sorted(found)
+
+
+def _check_link(link: Path, root: Path, real_root: Path, out: _Collector) -> bool:
+    """True when the symbolic link leads to something inside the corpus folder; else reports why not."""
+    rel = link.relative_to(root).as_posix()
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        out.problem(rel, "skipped: symbolic link loop (the link leads back to itself)")
+        return False
+    except OSError as e:
+        what = "symbolic link loop (the link leads back to itself)" if e.errno == errno.ELOOP \
+            else f"symbolic link to nothing ({e.strerror})"
+        out.problem(rel, f"skipped: {what}")
+        return False
+    if target != real_root and real_root not in target.parents:
+        out.problem(rel, "skipped: symbolic link to outside the corpus folder; links are not followed out of it")
+        return False
+    return True
+
+
+def _load_file_safely(file: Path, rel: str, out: _Collector) -> None:
+    """_load_file, with anything unforeseen in one file reported as that file's problem."""
+    try:
+        _load_file(file, rel, out)
+    except Exception as e:  # one bad file must never stop the corpus; the traceback goes to the log
+        log.exception("%s: unexpected error while loading", rel)
+        out.problem(rel, f"skipped: could not be read ({type(e).__name__}: {str(e)[:200]})")
 
 
 def _load_file(file: Path, rel: str, out: _Collector) -> None:
@@ -282,6 +321,14 @@ def _load_jsonl(text: str, rel: str, file_id: str, out: _Collector) -> None:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             out.problem(where, f"skipped: invalid JSON ({e.msg} at column {e.colno})")
+            continue
+        except ValueError as e:  # e.g. an integer of more than sys.get_int_max_str_digits() digits
+            out.problem(where, f"skipped: unreadable JSON value ({str(e).split(';')[0]}); write long "
+                               "numbers as strings")
+            continue
+        except RecursionError:
+            out.problem(where, "skipped: JSON nested too deeply to read (thousands of [ or { inside each "
+                               "other); an article is one flat object")
             continue
         if isinstance(record, dict):
             _add_record(record, where, rel, file_id, out)

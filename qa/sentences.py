@@ -50,6 +50,11 @@ SENTENCE_STARTERS = frozenset("""
 # abbreviation whatever the letters, so names and acronyms need not be listed.
 DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# Punkt sees at most this many characters at once: nltk's regexes run under a wall-clock timeout
+# (nltk.redos, 5 s), which a 4 MB paragraph exceeds on a busy machine. News paragraphs are under
+# 5,000 characters, so only text that is no prose (a dump, a table) is cut; a piece takes ~10 ms.
+MAX_PIECE = 20_000
+_PIECE_ENDS = (re.compile(r"\n"), re.compile(r"[.!?][\"'”’)\]]*\s"), re.compile(r"\s"))
 ELLIPSIS = re.compile(r"\.{2,}")
 OPENING_QUOTE = re.compile(r"(?<!\S)[\"'“‘](?=\w)")
 WORD_CHAR = re.compile(r"\w")
@@ -87,6 +92,24 @@ def paragraph_spans(text: str) -> list[tuple[int, int]]:
             spans.append(span)
         start = cut.end() if cut else stop
     return spans
+
+
+def pieces(text: str, start: int, end: int, size: int = MAX_PIECE) -> list[tuple[int, int]]:
+    """(start, end) of consecutive pieces of text[start:end], each at most size characters, that
+    together cover it exactly. Cut at the last line break in the second half of a piece, else after
+    the last sentence end, else at the last space, else (one giant word) at size."""
+    out = []
+    while end - start > size:
+        cut = start + size
+        for pattern in _PIECE_ENDS:
+            found = [m.end() for m in pattern.finditer(text, start + size // 2, start + size)]
+            if found:
+                cut = found[-1]
+                break
+        out.append((start, cut))
+        start = cut
+    out.append((start, end))
+    return out
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -146,23 +169,31 @@ class Splitter:
     tokenizer: PunktSentenceTokenizer
 
     def spans(self, text: str) -> list[tuple[int, int, int]]:
-        """(start, end, paragraph) of each sentence, stripped and never crossing a blank line."""
+        """(start, end, paragraph) of each sentence, stripped and never crossing a blank line.
+
+        A paragraph longer than MAX_PIECE is split in pieces first (see `pieces`); no sentence
+        crosses a piece, so none is longer than MAX_PIECE either.
+        """
         spans = []
-        for paragraph, (p_start, p_end) in enumerate(paragraph_spans(text)):
-            merged: list[tuple[int, int]] = []
-            chunk = _tokenizable(text[p_start:p_end])
-            for start, end in self.tokenizer.span_tokenize(chunk):
-                while start > 0 and chunk[start - 1] == " " and not text[p_start + start - 1].isspace():
-                    start -= 1  # an opening quote hidden from Punkt
-                span = _strip(text, p_start + start, p_start + end)
-                if span is None:
-                    continue
-                if merged and _continues(text[slice(*merged[-1])], text[span[0] : span[1]]):
-                    merged[-1] = (merged[-1][0], span[1])
-                else:
-                    merged.append(span)
-            spans.extend((start, end, paragraph) for start, end in merged)
+        for paragraph, (para_start, para_end) in enumerate(paragraph_spans(text)):
+            for p_start, p_end in pieces(text, para_start, para_end):
+                spans.extend((start, end, paragraph) for start, end in self._piece_spans(text, p_start, p_end))
         return spans
+
+    def _piece_spans(self, text: str, p_start: int, p_end: int) -> list[tuple[int, int]]:
+        merged: list[tuple[int, int]] = []
+        chunk = _tokenizable(text[p_start:p_end])
+        for start, end in self.tokenizer.span_tokenize(chunk):
+            while start > 0 and chunk[start - 1] == " " and not text[p_start + start - 1].isspace():
+                start -= 1  # an opening quote hidden from Punkt
+            span = _strip(text, p_start + start, p_start + end)
+            if span is None:
+                continue
+            if merged and _continues(text[slice(*merged[-1])], text[span[0] : span[1]]):
+                merged[-1] = (merged[-1][0], span[1])
+            else:
+                merged.append(span)
+        return merged
 
     def split(self, article_id: str, text: str) -> list[Sentence]:
         """The sentences of one article, ids f"{article_id}:{index}" in reading order."""
