@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -12,7 +14,8 @@ from qa.conversation import read_question
 from qa.corroborate import corroborate
 from qa.render import (SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
                        question_markdown, sources_html)
-from qa.retrieve import Retriever
+from qa.login import LoginLimiter
+from qa.retrieve import MAX_QUESTION_CHARS, Retriever
 from qa.uploads import Added, LiveIndex
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,8 @@ EXAMPLE_QUESTIONS = (
 )
 
 KEEP_TURNS = 20  # turns whose source cards a session keeps
+KEEP_MESSAGES = 100  # chat messages a session keeps (50 questions and answers): state stays bounded
+REFRESH_EVERY = 5.0  # seconds between an open page's looks for a newer index (header, outlets, examples)
 
 CSS = """
 #sources { max-height: 78vh; overflow-y: auto; }
@@ -105,13 +110,19 @@ def _say(history: list[dict], text: str) -> list[dict]:
 def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn], sources: list[str] | None,
             since: str, until: str):
     """Answer message, yielding (question box, chat, turns, sources panel, Markdown export) as the
-    answer's sentences are composed; gr.skip() leaves an output as it is."""
-    question = " ".join((message or "").split())
+    answer's sentences are composed; gr.skip() leaves an output as it is. The chat keeps the last
+    KEEP_MESSAGES messages; a question over MAX_QUESTION_CHARS gets a message, not a search."""
+    question = " ".join((message or "")[:4 * MAX_QUESTION_CHARS].split())
     if not question:
         gr.Info("Type a question about the articles first.")
         yield gr.skip(), history, turns, gr.skip(), gr.skip()
         return
-    history = history + [{"role": "user", "content": question_markdown(question)}]
+    history = (history + [{"role": "user", "content": question_markdown(question)}])[-KEEP_MESSAGES + 1:]
+    if len(message) > MAX_QUESTION_CHARS:
+        yield message[:MAX_QUESTION_CHARS], _say(history, (
+            f"*That question is {len(message):,} characters long; questions can be up to "
+            f"{MAX_QUESTION_CHARS:,}. Ask about one thing at a time.*")), turns, gr.skip(), gr.skip()
+        return
     try:
         since, until = parse_day(since, "From"), parse_day(until, "To")
         if since and until and since > until:
@@ -154,14 +165,44 @@ def upload_report(results: list[Added]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class View:
+    """What the page shows about the index it is served from."""
+    header: str  # HTML
+    sources: tuple[str, ...]  # outlets for the filter
+    examples: tuple[str, ...]  # example questions this index answers
+    articles: int
+
+
+_views: "weakref.WeakKeyDictionary[Retriever, View]" = weakref.WeakKeyDictionary()
+
+
+def view(r: Retriever) -> View:
+    """The View of r, computed once per loaded index (the examples take a few searches)."""
+    if r not in _views:
+        stats = r.stats()
+        _views[r] = View(header_html(stats, undated(r)), stats.sources, tuple(example_questions(r)), stats.articles)
+    return _views[r]
+
+
 def header(live: LiveIndex) -> str:
-    return header_html(live.retriever.stats(), undated(live.retriever))
+    return view(live.retriever).header
 
 
 def source_choices(live: LiveIndex) -> dict:
-    names = list(live.retriever.stats().sources)
+    names = list(view(live.retriever).sources)
     return gr.update(choices=names, interactive=bool(names),
                      info="Outlets to search" if names else "The articles name no outlets")
+
+
+def refresh(live: LiveIndex, shown: int | None):
+    """(header, outlets, chat examples, shown) for a page showing the index with id shown; gr.skip()
+    for each when the page is up to date."""
+    r = live.retriever
+    if id(r) == shown:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    v = view(r)
+    return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None), id(r)
 
 
 def build_ui(live: LiveIndex) -> gr.Blocks:
@@ -174,9 +215,13 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
         results = live.add_files([(Path(f).name, Path(f)) for f in files])
         return upload_report(results), header(live), source_choices(live)
 
-    examples = example_questions(live.retriever)
+    def on_refresh(shown):
+        return refresh(live, shown)
+
+    first = view(live.retriever)
     with gr.Blocks(title="Ask the news archive", analytics_enabled=False, delete_cache=(3600, 86400)) as ui:
         turns = gr.State([])
+        shown = gr.State(None)  # id of the Retriever whose header, outlets and examples the page shows
         gr.Markdown("## Ask the news archive\nEvery answer is quoted from the articles, with its sources.")
         stats = gr.HTML(header(live), elem_id="archive-header")
         with gr.Row(equal_height=False):
@@ -184,15 +229,15 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
                 chat = gr.Chatbot(
                     label="Answers", height=540, elem_id="answers", latex_delimiters=[], allow_tags=False,
                     buttons=[], feedback_options=None, sanitize_html=True,
-                    examples=[{"text": q} for q in examples] or None,
-                    placeholder=f"Ask about the {live.retriever.stats().articles:,} articles in the archive. "
+                    examples=[{"text": q} for q in first.examples] or None,
+                    placeholder=f"Ask about the {first.articles:,} articles in the archive. "
                                 "Answers are sentences quoted from them, each with its source.")
                 with gr.Row():
                     box = gr.Textbox(placeholder="Ask a question and press Enter", show_label=False, scale=8,
-                                     autofocus=True, elem_id="question", max_lines=4)
+                                     autofocus=True, elem_id="question", max_lines=4, max_length=MAX_QUESTION_CHARS)
                     ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
                 with gr.Row():
-                    names = live.retriever.stats().sources
+                    names = first.sources
                     outlets = gr.Dropdown(list(names), value=[], multiselect=True, label="Sources",
                                           interactive=bool(names), elem_id="filter-sources",
                                           info="Outlets to search" if names else "The articles name no outlets")
@@ -227,6 +272,10 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
         chat.clear(*fresh)
         copy.click(None, [md], None, js="(text) => { if (text) navigator.clipboard.writeText(text); }")
         upload.upload(on_upload, [upload], [upload_status, stats, outlets])
+        # A generation published by `qa index` or another page's upload reaches every open page.
+        ui.load(on_refresh, [shown], [stats, outlets, chat, shown], api_visibility="private")
+        gr.Timer(REFRESH_EVERY).tick(on_refresh, [shown], [stats, outlets, chat, shown], api_visibility="private",
+                                     show_progress="hidden")
     return ui
 
 
@@ -235,12 +284,13 @@ def serve(index: str, corpus: str | None = None, host: str = "127.0.0.1", port: 
     """Serve the chat on host:port (this machine only by default); share and auth are opt-in."""
     from qa.sentences import load_splitter
 
-    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter())
     if auth and ":" not in auth:
         raise SystemExit("qa: --auth takes USER:PASSWORD")
-    credentials = tuple(auth.split(":", 1)) if auth else None
-    if share and not credentials:
+    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter())
+    live.remove_staged()
+    login = LoginLimiter(*auth.split(":", 1)) if auth else None
+    if share and not login:
         log.warning("--share without --auth: anyone with the link can read the archive and add articles")
     build_ui(live).queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, share=share, auth=credentials, css=CSS, js=JS,
+        server_name=host, server_port=port, share=share, auth=login, css=CSS, js=JS,
         max_file_size=MAX_FILE_BYTES, footer_links=["gradio", "settings"], show_error=False)

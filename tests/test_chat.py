@@ -127,7 +127,8 @@ def test_serve_is_local_and_private_by_default(launched):
 def test_login_is_opt_in(launched):
     calls, index = launched
     serve(str(index), auth="ann:s3cret:x")
-    assert calls[-1]["auth"] == ("ann", "s3cret:x")
+    login = calls[-1]["auth"]
+    assert login("ann", "s3cret:x") and not login("ann", "s3cret") and not login("bob", "s3cret:x")
     with pytest.raises(SystemExit, match="USER:PASSWORD"):
         serve(str(index), auth="ann")
 
