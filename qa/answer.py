@@ -4,10 +4,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qa import language
+from qa.reader import Candidate, Reader
 from qa.retrieve import MAX_QUESTION_CHARS, Hit, Passage, Retriever
 from qa.tokens import QUESTION_FRAME, tokenize
 
 ABSTAIN_TEXT = "The articles don't say."
+READER = "reader"
+RULES = "rules"
 
 
 @dataclass(frozen=True)
@@ -26,13 +30,21 @@ class Policy:
     depth: int = 5  # answer sentences come from this many top hits
     max_sentences: int = 3
     relative_score: float = 0.85  # later sentences must score this share of the best one (chosen with min_support)
+    # With a reader (qa.reader): it judges the top `rerank` hits; a sentence answers when its score
+    # reaches `threshold` (None: the reader's calibrated one) and `reader_relative` of the best score.
+    rerank: int = 12
+    threshold: float | None = None
+    reader_relative: float = 0.9
+    # Also apply the rules' check of what the question asks for (a number for "how many") to the
+    # reader's sentences. Off: it did not help on held-out data (docs/reader.md).
+    reader_checks: bool = False
 
 
 @dataclass(frozen=True)
 class Citation:
     n: int
     passage: Passage
-    score: float
+    score: float  # the reader's score (0..1) when a reader judged, else the fused retrieval score
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class Answer:
     abstained: bool
     hits: tuple[Hit, ...]  # everything retrieved; when abstained, the nearest passages (not an answer)
     notes: tuple[str, ...] = ()  # e.g. the question was cut to MAX_QUESTION_CHARS
+    judged_by: str = RULES  # READER, or RULES when no reader was given (the fallback)
+    best: float | None = None  # the reader's best score of the question (its only part), before the threshold
 
 
 def supported(hit: Hit, policy: Policy) -> bool:
@@ -50,30 +64,20 @@ def supported(hit: Hit, policy: Policy) -> bool:
 
 
 # What a question asks for, when its form says so: "how many" wants a number, "when" a date,
-# "who" or "which organization" a name (see `fit`).
-_ASKS_NUMBER = re.compile(r"\bhow (?:many|much)\b|\bwhat (?:number|share|percentage|proportion)\b", re.I)
-_ASKS_DATE = re.compile(r"^\W*when\b|\b(?:what|which) (?:year|date|day|month)\b|\bsince when\b", re.I)
-_ENTITY_NOUNS = (r"(?:organi[sz]ations?|groups?|agency|agencies|company|companies|party|parties|country|"
-                 r"countries|government|army|forces?|ministers?|officials?|leaders?|director|person|man|woman|"
-                 r"city|cities|town|province|provinces|region)")
-_ASKS_NAME = re.compile(r"^\W*(?:who|whom|whose)\b|\b(?:which|what) (?:[\w-]+ ){0,2}" + _ENTITY_NOUNS + r"\b"
-                        r"|\bname of\b", re.I)
-_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
-                     r"dozens?|hundreds?|thousands?|millions?|billions?|half|third|quarter)\b", re.I)
+# "who" or "which organization" a name (see `fit`). The words are English: qa.language.
+_ASKS_NUMBER = re.compile(language.ASKS_NUMBER, re.I)
+_ASKS_DATE = re.compile(language.ASKS_DATE, re.I)
+_ASKS_NAME = re.compile(rf"{language.ASKS_NAME_START}|\b(?:which|what) (?:[\w-]+ ){{0,2}}{language.ENTITY_NOUNS}\b"
+                        rf"|{language.NAME_OF}", re.I)
+_NUMBER = re.compile(rf"\d|\b(?:{language.NUMBER_WORDS})\b", re.I)
 _YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
-_MONTHS_AND_DAYS = (r"jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|"
-                    r"nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
-_CALENDAR = re.compile(rf"^(?:{_MONTHS_AND_DAYS})$", re.I)  # capitalised, but not a name
+_CALENDAR = re.compile(rf"^(?:{language.MONTHS_AND_DAYS})$", re.I)  # capitalised, but not a name
 # A date starts at this word (matched against the word and the next: "last year").
-_DATE = re.compile(rf"(?:1[89]|20)\d\d\b|(?:{_MONTHS_AND_DAYS}|today|yesterday|last (?:year|month|week))\b", re.I)
-# The noun a number or a name is asked for: "how many *hospitals*", "whose *forces*", "the name of the *school*".
-_FOCUS = re.compile(r"\bhow (?:many|much) ([\w-]+)|^\W*whose ([\w-]+)|\bname of (?:the |a |an |its |their )?([\w-]+)",
-                    re.I)
-# "What is Heba Morayef's *nationality*?": a property of someone, which the answer must name.
-_PROPERTY = re.compile(r"^\W*what (?:is|was|are|were) (?:[\w-]+ ){0,3}[\w-]+['’]s ([\w-]+)\W*$", re.I)
+_DATE = re.compile(rf"(?:1[89]|20)\d\d\b|(?:{language.MONTHS_AND_DAYS}|{language.RELATIVE_DATES})\b", re.I)
+_FOCUS = re.compile(language.FOCUS, re.I)
+_PROPERTY = re.compile(language.PROPERTY, re.I)
 _WORDS = re.compile(r"[\w’'-]+(?:[.,]\d+)*")
-# "How many attacks did Amnesty document, and how many used barrel bombs?" is two questions.
-_SECOND_QUESTION = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|whose|which|why)\b)", re.I)
+_SECOND_QUESTION = re.compile(language.SECOND_QUESTION, re.I)
 NEAR = 3  # at most this many words from a focus noun to its number or name
 
 
@@ -165,6 +169,21 @@ def pick(question: str, hits: tuple[Hit, ...], policy: Policy) -> list[Hit]:
     return [h for h in candidates if h.score >= policy.relative_score * best][:policy.max_sentences]
 
 
+def read(reader: Reader, question: str, hits: list[Hit], policy: Policy) -> tuple[list[Hit], list[Hit], dict[str, float]]:
+    """The reader's verdict on hits: (all of them by the reader's score, the answering ones, score by
+    sentence id). A sentence answers when it reaches the threshold and `reader_relative` of the best."""
+    scores = reader.scores(question, [Candidate(h.text, h.before, h.after) for h in hits])
+    ranked = [hits[i] for i in sorted(range(len(hits)), key=lambda i: -scores[i])]
+    by_id = {h.passage.sentence_id: float(s) for h, s in zip(hits, scores)}
+    threshold = reader.threshold if policy.threshold is None else policy.threshold
+    best = max(by_id.values(), default=0.0)
+    picked = [h for h in ranked if by_id[h.passage.sentence_id] >= max(threshold, policy.reader_relative * best)]
+    if policy.reader_checks:
+        want = asks(question)
+        picked = [h for h in picked if fit(h.text, want, question) > REJECTED]
+    return ranked, picked[:policy.max_sentences], by_id
+
+
 def interleave(lists: list[list[Hit]], k: int) -> tuple[Hit, ...]:
     """The first hit of each list, then the second of each, …, without repeats, at most k: what was
     found for a question asked in parts (one list: itself)."""
@@ -177,8 +196,12 @@ def interleave(lists: list[list[Hit]], k: int) -> tuple[Hit, ...]:
     return tuple(out[:k])
 
 
-def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Policy(), **filters) -> Answer:
+def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Policy(), reader: Reader | None = None,
+           **filters) -> Answer:
     """Retrieve for question and compose a cited answer, or abstain when the evidence is weak.
+
+    With a reader, it judges the top policy.rerank hits and the answer quotes the ones it scores as
+    answering; without one (it could not be loaded), the rules of `pick` decide (labelled RULES).
 
     A question made of two ("…, and how many …?") is answered part by part. Answer.hits lists the
     answer sentences first, then what else was retrieved (taking turns between the parts).
@@ -189,15 +212,25 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
         notes = (f"The question was {len(question):,} characters long; only the first "
                  f"{MAX_QUESTION_CHARS:,} were used.",)
     if not question:
-        return Answer(question, "Ask a question about the articles.", (), True, (), notes)
+        return Answer(question, "Ask a question about the articles.", (), True, (), notes,
+                      RULES if reader is None else READER)
     parts = [p for p in _SECOND_QUESTION.split(question) if p.strip()] or [question]
     chosen: list[Hit] = []
     ranked = []  # per part: its answer sentences first, then the rest as retrieved
     unanswered = []
+    scores: dict[str, float] = {}
+    best = None
     for part in parts:
-        found = tuple(retriever.search(part, k=k, **filters))
+        if reader is None:
+            found = tuple(retriever.search(part, k=k, **filters))
+            picked = pick(part, found, policy)
+        else:
+            found, picked, judged = read(reader, part, retriever.search(part, k=max(k, policy.rerank), **filters),
+                                         policy)
+            scores |= judged
+            best = max(judged.values(), default=0.0) if best is None else min(best, max(judged.values(), default=0.0))
         taken = {c.passage.sentence_id for c in chosen}
-        picked = [h for h in pick(part, found, policy) if h.passage.sentence_id not in taken]
+        picked = [h for h in picked if h.passage.sentence_id not in taken]
         if len(parts) > 1:
             picked = picked[:1]  # each part asks one thing: its best sentence
         if not picked:
@@ -205,14 +238,15 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
         chosen += picked
         ranked.append(picked + [h for h in found if h not in picked])
     hits = interleave(ranked, k)
+    judged_by = RULES if reader is None else READER
     if not chosen:
-        return Answer(question, ABSTAIN_TEXT, (), True, hits, notes)
+        return Answer(question, ABSTAIN_TEXT, (), True, hits, notes, judged_by, best)
     notes += tuple(f"The articles don't say: “{part.strip().rstrip('?')}?”" for part in unanswered)
     pieces, citations = [], []
     for hit in chosen:
         markers = ""
         for passage in hit.sources:
-            citations.append(Citation(len(citations) + 1, passage, hit.score))
+            citations.append(Citation(len(citations) + 1, passage, scores.get(hit.passage.sentence_id, hit.score)))
             markers += f"[{len(citations)}]"
         pieces.append(f"{hit.text} {markers}")
-    return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes)
+    return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes, judged_by, best)

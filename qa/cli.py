@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain)))
         elif args.command == "ask":
             from qa.retrieve import Retriever
-            ans = Retriever.load(args.index).ask(args.question, k=args.k)
+            ans = answer(Retriever.load(args.index), args.question, k=args.k, reader=open_reader())
             print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
         elif args.command == "eval":
             from qa import evaluate

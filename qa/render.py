@@ -14,6 +14,7 @@ from qa.answer import Answer
 from qa.articles import Article
 from qa.conversation import Reading
 from qa.corroborate import Agreement
+from qa.embed import PRETRAINED, SELF_TRAINED
 from qa.retrieve import Passage, Stats
 from qa.sentences import paragraph_spans
 
@@ -197,16 +198,20 @@ def _model_name(name: str) -> str:
     return PurePath(name).name if "/" in name and PurePath(name).is_absolute() else name
 
 
-def header_html(stats: Stats, undated: int) -> str:
+def header_html(stats: Stats, undated: int, reader: bool = False) -> str:
+    """One plain line: counts, dates, outlets, what searches and what answers."""
     e = html.escape
     dates = f"{stats.first_date} to {stats.last_date}" if stats.first_date else "no dates"
     if undated:
         dates += f" ({undated} undated)"
-    if stats.mode.startswith("hybrid"):
-        mode = f"hybrid search: keywords and the model {_model_name(stats.mode[len('hybrid ('):-1])}"
+    if stats.mode.kind == PRETRAINED:
+        mode = f"search: keywords + {_model_name(stats.mode.model or '')}"
+    elif stats.mode.kind == SELF_TRAINED:
+        mode = "search: keywords + a model self-trained on these articles"
     else:
-        mode = "keyword-only search" + (f": {stats.mode_reason.removeprefix('keyword-only: ')}"
-                                        if stats.mode_reason else "")
+        mode = "search: keywords only" + (f" ({stats.mode_reason.removeprefix('keyword-only: ')})"
+                                          if stats.mode_reason else "")
+    mode += "; answers: the reader" if reader else "; answers: rules (no reader)"
     items = [f"<b>{stats.articles:,}</b> articles", f"<b>{stats.sentences:,}</b> sentences", e(dates),
              f"{len(stats.sources)} outlets" if stats.sources else "no outlet names", e(hide_paths(mode))]
     return "<div class='stats'>" + " · ".join(items) + "</div>"

@@ -12,7 +12,7 @@ import numpy as np
 
 from qa import selftrain, store
 from qa.articles import Article
-from qa.embed import Encoder, ModelUnavailable, load_encoder
+from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode, ModelUnavailable, load_encoder
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, keyword_settings, live_generation
 from qa.tokens import QUESTION_FRAME, tokenize
@@ -103,7 +103,7 @@ class Stats:
     first_date: str
     last_date: str
     sources: tuple[str, ...]
-    mode: str  # "hybrid (MODEL)" or "keyword-only"
+    mode: Mode
     mode_reason: str
 
 
@@ -177,12 +177,12 @@ class Retriever:
         return cls(gen, manifest, encoder, notice, weights)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         if self.encoder is None:
-            return "keyword-only"
+            return Mode(KEYWORD_ONLY)
         if self.encoder.info.name == selftrain.SELF_TRAINED:
-            return "hybrid (self-trained on this corpus)"
-        return f"hybrid ({self.encoder.info.name})"
+            return Mode(SELF_TRAINED)
+        return Mode(PRETRAINED, self.encoder.info.name)
 
     def stats(self) -> Stats:
         dates = sorted(d for d in self.article_date if d)
@@ -241,12 +241,6 @@ class Retriever:
             taken = seen | {p.sentence_id for h in extra for p in h.sources}
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
         return hits
-
-    def ask(self, question: str, k: int = 5, **kwargs):
-        """A cited answer or an abstention: see qa.answer.answer."""
-        from qa.answer import answer  # answering builds on retrieval, not the other way round
-
-        return answer(self, question, k=k, **kwargs)
 
     def _filter(self, sources, since, until) -> np.ndarray | None:
         if not sources and not since and not until:

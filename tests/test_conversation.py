@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from qa.answer import answer
 from qa import Retriever
 from qa.conversation import MAX_CONTEXT, is_follow_up, read_question
 
@@ -54,8 +55,8 @@ def test_chain_keeps_the_topic_but_stays_short():
 def test_follow_up_answers_about_the_earlier_subject(keyword_index):
     r = Retriever.load(keyword_index)
     first = read_question(SCHOOL)
-    alone = r.ask("When did that happen?")
-    follow = r.ask(read_question("When did that happen?", [first]).query)
+    alone = answer(r, "When did that happen?")
+    follow = answer(r, read_question("When did that happen?", [first]).query)
     assert alone.abstained
     assert not follow.abstained and "February 25" in follow.citations[0].passage.text
     assert "school" in follow.citations[0].passage.text

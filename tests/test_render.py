@@ -8,9 +8,10 @@ from dataclasses import replace
 import pytest
 
 from qa import Retriever
-from qa.answer import Citation
+from qa.answer import Citation, answer
 from qa.articles import parse_text_article
 from qa.conversation import read_question
+from qa.embed import PRETRAINED, SELF_TRAINED, Mode
 from qa.corroborate import corroborate
 from qa.render import (Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
                        question_markdown, sources_html)
@@ -51,7 +52,7 @@ def r(keyword_index):
 
 def make_turn(r, question, number=1, history=()):
     reading = read_question(question, list(history))
-    ans = r.ask(reading.query)
+    ans = answer(r, reading.query)
     ids = {c.passage.article_id for c in ans.citations} | {h.article_id for h in ans.hits}
     return Turn(number, reading, ans, corroborate(ans), tuple(r.article(i) for i in sorted(ids)), "")
 
@@ -123,13 +124,19 @@ def test_export_is_markdown_with_numbered_sources(r):
 
 
 def test_header_in_hybrid_mode_names_the_model_not_its_path():
-    stats = Stats(1200, 30000, "2019-01-02", "2020-05-11", ("AFP", "Reuters"), "hybrid (/srv/models/minilm)", "")
-    text = visible_text(header_html(stats, undated=0))
-    assert "hybrid" in text and "minilm" in text and "/srv" not in text and "2 outlets" in text
-    assert "1,200 articles" in text and "undated" not in text
+    stats = Stats(1200, 30000, "2019-01-02", "2020-05-11", ("AFP", "Reuters"), Mode(PRETRAINED, "/srv/models/minilm"), "")
+    text = visible_text(header_html(stats, undated=0, reader=True))
+    assert "keywords + minilm" in text and "/srv" not in text and "2 outlets" in text
+    assert "1,200 articles" in text and "undated" not in text and "answers: the reader" in text
+
+
+def test_header_says_when_answers_fall_back_to_rules():
+    stats = Stats(3, 40, "", "", (), Mode(SELF_TRAINED), "")
+    text = visible_text(header_html(stats, undated=0, reader=False))
+    assert "self-trained" in text and "answers: rules (no reader)" in text
 
 
 def test_header_names_counts_dates_and_mode(r):
     text = visible_text(header_html(r.stats(), undated=1))
     assert "2 articles" in text and f"{r.stats().sentences} sentences" in text
-    assert "2020-05-11" in text and "1 undated" in text and "keyword-only" in text
+    assert "2020-05-11" in text and "1 undated" in text and "keywords only" in text
