@@ -137,8 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--retrain trains a model on this corpus; it cannot be used with --model {args.model}")
             print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain)))
         elif args.command == "ask":
+            from qa.answer import answer
+            from qa.reader import open_reader
             from qa.retrieve import Retriever
-            ans = answer(Retriever.load(args.index), args.question, k=args.k, reader=open_reader())
+            r = Retriever.load(args.index)
+            reader, why = open_reader()
+            if why:
+                log.warning(why)
+            ans = answer(r, args.question, k=args.k, reader=reader)
             print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
         elif args.command == "eval":
             from qa import evaluate
