@@ -11,6 +11,7 @@ import gradio as gr
 from qa.answer import answer
 from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, normalise_date
 from qa.conversation import read_question
+from qa.reader import Reader, open_reader
 from qa.corroborate import corroborate
 from qa.render import (SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
                        question_markdown, sources_html)
@@ -95,8 +96,8 @@ def undated(r: Retriever) -> int:
     return sum(1 for d in r.article_date if not d)
 
 
-def example_questions(r: Retriever) -> list[str]:
-    return [q for q in EXAMPLE_QUESTIONS if not r.ask(q).abstained]
+def example_questions(r: Retriever, reader: Reader | None) -> list[str]:
+    return [q for q in EXAMPLE_QUESTIONS if not answer(r, q, reader=reader).abstained]
 
 
 def example_text(evt: gr.SelectData) -> str:
@@ -134,7 +135,7 @@ def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn
     retriever = live.retriever  # one index for the whole answer, even if an upload swaps it meanwhile
     reading = read_question(question, [t.reading for t in turns])
     try:
-        ans = answer(retriever, reading.query, sources=sources or None, since=since or None, until=until or None)
+        ans = answer(retriever, reading.query, reader=live.reader, sources=sources or None, since=since or None, until=until or None)
     except Exception:  # the chat must say something; the traceback goes to the log
         log.exception("answering %r failed", reading.query)
         yield "", _say(history, "*Something went wrong while searching; the error was logged. Please try "
@@ -177,20 +178,21 @@ class View:
 _views: "weakref.WeakKeyDictionary[Retriever, View]" = weakref.WeakKeyDictionary()
 
 
-def view(r: Retriever) -> View:
+def view(r: Retriever, reader: Reader | None = None) -> View:
     """The View of r, computed once per loaded index (the examples take a few searches)."""
     if r not in _views:
         stats = r.stats()
-        _views[r] = View(header_html(stats, undated(r)), stats.sources, tuple(example_questions(r)), stats.articles)
+        _views[r] = View(header_html(stats, undated(r), reader is not None), stats.sources,
+                         tuple(example_questions(r, reader)), stats.articles)
     return _views[r]
 
 
 def header(live: LiveIndex) -> str:
-    return view(live.retriever).header
+    return view(live.retriever, live.reader).header
 
 
 def source_choices(live: LiveIndex) -> dict:
-    names = list(view(live.retriever).sources)
+    names = list(view(live.retriever, live.reader).sources)
     return gr.update(choices=names, interactive=bool(names),
                      info="Outlets to search" if names else "The articles name no outlets")
 
@@ -201,7 +203,7 @@ def refresh(live: LiveIndex, shown: int | None):
     r = live.retriever
     if id(r) == shown:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    v = view(r)
+    v = view(r, live.reader)
     return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None), id(r)
 
 
@@ -218,7 +220,7 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
     def on_refresh(shown):
         return refresh(live, shown)
 
-    first = view(live.retriever)
+    first = view(live.retriever, live.reader)
     with gr.Blocks(title="Ask the news archive", analytics_enabled=False, delete_cache=(3600, 86400)) as ui:
         turns = gr.State([])
         shown = gr.State(None)  # id of the Retriever whose header, outlets and examples the page shows
@@ -286,7 +288,10 @@ def serve(index: str, corpus: str | None = None, host: str = "127.0.0.1", port: 
 
     if auth and ":" not in auth:
         raise SystemExit("qa: --auth takes USER:PASSWORD")
-    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter())
+    reader, why = open_reader()
+    if why:
+        log.warning(why)
+    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter(), reader=reader)
     live.remove_staged()
     login = LoginLimiter(*auth.split(":", 1)) if auth else None
     if share and not login:

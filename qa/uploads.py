@@ -20,6 +20,7 @@ from qa import selftrain, store
 from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, LoadResult, load_corpus, text_key
 from qa.index import (IndexBusy, IndexUnusable, Manifest, build_index, generation_name, live_generation,
                       writer_lock)
+from qa.reader import Reader
 from qa.retrieve import Retriever
 from qa.sentences import Splitter
 
@@ -66,7 +67,9 @@ class LiveIndex:
     an upload here or by `qa index`); add_files stages, indexes and publishes uploads as one step."""
 
     def __init__(self, retriever: Retriever, index_dir: str | Path, corpus_dir: str | Path | None,
-                 splitter: Splitter | None, check_every: float = CHECK_EVERY, upload_wait: float = UPLOAD_WAIT):
+                 splitter: Splitter | None, check_every: float = CHECK_EVERY, upload_wait: float = UPLOAD_WAIT,
+                 reader: Reader | None = None):
+        self.reader = reader  # judges answers (qa.reader); None: the rules' fallback
         self.index_dir = Path(index_dir)
         self.corpus_dir = Path(corpus_dir) if corpus_dir else None
         self.splitter = splitter

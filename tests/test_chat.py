@@ -6,9 +6,10 @@ import gradio as gr
 import pytest
 
 from qa import Retriever
-from qa.chat import KEEP_TURNS, build_ui, parse_day, respond, serve, upload_report
+from qa.chat import KEEP_MESSAGES, KEEP_TURNS, build_ui, parse_day, respond, serve, upload_report
 from qa.index import build_index
 from qa.render import SEARCHING
+from qa.retrieve import MAX_QUESTION_CHARS
 from qa.sentences import load_splitter
 from qa.uploads import Added, LiveIndex
 
@@ -139,4 +140,26 @@ def test_a_long_conversation_keeps_the_latest_turns(live):
         *_, (_, history, turns, panel, _) = ask(live, SCHOOL, history, turns)
     assert len(turns) == KEEP_TURNS and turns[-1].number == KEEP_TURNS + 2
     assert f"id='src-{KEEP_TURNS + 2}-1'" in panel and "id='turn-1'" not in panel
-    assert len(history) == 2 * (KEEP_TURNS + 2)  # the chat itself is not cut
+    assert len(history) == 2 * (KEEP_TURNS + 2)  # the chat keeps more than the cards
+
+
+def test_the_chat_keeps_a_bounded_number_of_messages(live):
+    history = [{"role": r, "content": f"m{i}"} for i in range(KEEP_MESSAGES) for r in ("user",)]
+    *_, (_, history, turns, _, _) = ask(live, SCHOOL, history)
+    assert len(history) == KEEP_MESSAGES and history[-2]["content"].startswith("Which school")
+    assert history[0]["content"] == "m2"
+
+
+def test_a_huge_question_gets_a_message_and_is_not_kept(live):
+    question = "Which school was hit? " + "x" * 1_000_000
+    steps = ask(live, question)
+    (box, history, turns, panel, md) = steps[-1]
+    assert len(steps) == 1 and turns == [] and panel == gr.skip() and md == gr.skip()
+    assert "1,000,022 characters" in history[-1]["content"] and f"{MAX_QUESTION_CHARS:,}" in history[-1]["content"]
+    assert len(box) == MAX_QUESTION_CHARS  # left in the box, cut, to be shortened
+    assert sum(len(m["content"]) for m in history) < 2_000
+
+
+def test_the_question_box_is_capped_in_the_browser(live):
+    props = {c["props"].get("elem_id"): c["props"] for c in build_ui(live).config["components"]}
+    assert props["question"]["max_length"] == MAX_QUESTION_CHARS

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from qa.answer import answer
 from qa import index as index_mod
 from qa.embed import load_encoder
 from qa.index import IndexUnusable, build_index, live_generation, read_manifest
@@ -153,3 +154,144 @@ def test_nothing_readable_is_an_error_and_keeps_the_index(tmp_path, corpus_dir):
         build_index(bad, tmp_path / "ix2", load_splitter(), None, progress=False)
     report = build_index(bad, tmp_path / "ix", load_splitter(), None, progress=False)
     assert report.manifest.articles == 2 and any("empty" in p.path for p in report.problems)
+
+
+# --- one writer at a time, generations kept and removed, duplicates against the index -----------------
+
+def _gens(index) -> set[str]:
+    return {p.name for p in index.glob("gen-*")}
+
+
+def test_a_second_writer_waits_then_fails_clearly(tmp_path, corpus_dir):
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    before = _gens(tmp_path / "ix")
+    with index_mod.writer_lock(tmp_path / "ix"):
+        with pytest.raises(index_mod.IndexBusy, match="another build of .* still running"):
+            build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, rebuild=True, progress=False,
+                        lock_timeout=0.5)
+    assert _gens(tmp_path / "ix") == before and Retriever.load(tmp_path / "ix").manifest.articles == 2
+
+
+def test_the_lock_is_released_when_its_holder_dies(tmp_path, corpus_dir):
+    import multiprocessing
+    import os
+    import signal
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+
+    def hold():
+        with index_mod.writer_lock(tmp_path / "ix"):
+            ready.set()
+            signal.pause()
+    p = ctx.Process(target=hold)
+    p.start()
+    assert ready.wait(30)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False, lock_timeout=5)
+    assert read_manifest(tmp_path / "ix").articles == 2
+
+
+def _build_in_child(corpus, index, rebuild, out):
+    try:
+        report = build_index(corpus, index, load_splitter(), None, rebuild=rebuild, progress=False)
+        out.put(("ok", report.manifest.articles))
+    except BaseException as e:  # reported to the parent, which fails the test with it
+        out.put(("error", repr(e)))
+
+
+def test_two_builds_at_once_leave_an_index_that_answers(tmp_path, corpus_dir):
+    """Two processes build the same index at the same moment: both succeed, one after the other."""
+    import multiprocessing
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    (corpus / "new.txt").write_text("title: Aid\n\nAid convoys reached Idlib on Tuesday.")
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(corpus, tmp_path / "ix", rebuild, out))
+             for rebuild in (True, False)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    assert results == [("ok", 3), ("ok", 3)] and [p.exitcode for p in procs] == [0, 0]
+    r = Retriever.load(tmp_path / "ix")
+    assert r.search("aid convoys", k=1)[0].article_id == "new"
+    assert not answer(r, "Which school was hit with cluster munitions?").abstained
+    assert len(_gens(tmp_path / "ix")) <= 2
+
+
+def test_previous_generation_is_kept_for_its_readers(tmp_path, corpus_dir):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    first = live_generation(tmp_path / "ix")
+    reader = Retriever.load(tmp_path / "ix")
+    (corpus / "a.txt").write_text("Aid convoys reached Idlib on Tuesday.")
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert first.exists() and (tmp_path / "ix" / "PREVIOUS").read_text() == first.name
+    (corpus / "b.txt").write_text("Flooding closed the coastal road near Latakia on Sunday.")
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert not first.exists() and len(_gens(tmp_path / "ix")) == 2
+    # A reader of a deleted generation still reads it (the store is opened immutable, the rest is in memory).
+    hit = reader.search("cluster munitions school", k=1)[0]
+    assert reader.article(hit.article_id).text[hit.passage.start:hit.passage.end] == hit.text
+
+
+def test_orphans_are_removed_even_by_a_build_with_nothing_to_do(tmp_path, corpus_dir):
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    live = live_generation(tmp_path / "ix").name
+    for name in ("gen-00000000000000000001-99", "gen-99999999999999999999-98"):  # killed builds' folders
+        (tmp_path / "ix" / name).mkdir()
+        (tmp_path / "ix" / name / "store.sqlite").write_bytes(b"half")
+    (tmp_path / "ix" / "CURRENT.tmp-99-abcd").write_text("gen-x")
+    report = build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert report.added == 0 and _gens(tmp_path / "ix") == {live}
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["CURRENT", "LOCK", live]
+
+
+def test_an_article_repeating_an_indexed_one_is_indexed_once(tmp_path, corpus_dir):
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    other = tmp_path / "more"
+    other.mkdir()
+    text = (corpus_dir / "002_3d1258f428892b47.txt").read_text(encoding="utf-8")
+    (other / "copy.txt").write_text("title: A copy\n\n" + text.replace("\n\n", "\n\n\n"), encoding="utf-8")
+    (other / "x.txt").write_text("Flooding closed the coastal road near Latakia on Sunday.")
+    report = build_index(other, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert report.duplicates == (("copy", "002_3d1258f428892b47"),)
+    assert (report.added, report.manifest.articles) == (1, 3)
+    again = build_index(other, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert again.duplicates == report.duplicates and again.manifest.articles == 3
+
+
+def test_upload_style_build_into_a_self_trained_index_keeps_its_model(tmp_path):
+    """An index's own model is copied into every generation, also when the encoder is passed in."""
+    from qa import selftrain
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    import random
+    rng = random.Random(3)
+    words = "bank rates savers inflation striker goal league coach band album chart concert".split()
+    for i in range(40):
+        body = " ".join(f"The {rng.choice(words)} met the {rng.choice(words)} and the {rng.choice(words)}."
+                        for _ in range(8))
+        (corpus / f"a{i:02d}.txt").write_text(f"title: T{i}\n\n{body}")
+    fast = selftrain.Training(dim=16, vocab_size=300, window=5, pair_views=500, batch_size=64, min_sentences=100,
+                              device="cpu")
+    first = build_index(corpus, tmp_path / "ix", load_splitter(), None, self_train=fast, progress=False)
+    assert first.manifest.model == selftrain.SELF_TRAINED
+    r = Retriever.load(tmp_path / "ix")
+    (corpus / "new.txt").write_text("title: Flood\n\nThe river Oder flooded Frankfurt on Tuesday.")
+    second = build_index(corpus, tmp_path / "ix", load_splitter(), r.encoder, mode_reason=r.manifest.mode_reason,
+                         progress=False)
+    assert second.added == 1 and second.trained is None
+    gen = live_generation(tmp_path / "ix")
+    assert (gen / selftrain.MODEL_DIR / selftrain.INFO_FILE).read_text() == (
+        live_generation(tmp_path / "ix").parent / (tmp_path / "ix" / "PREVIOUS").read_text()
+        / selftrain.MODEL_DIR / selftrain.INFO_FILE).read_text()
+    again = Retriever.load(tmp_path / "ix")  # a restart: the model comes from the new generation
+    assert again.encoder is not None and str(again.mode) == "hybrid (self-trained on this corpus)"
+    third = build_index(corpus, tmp_path / "ix", load_splitter(), None, self_train=fast, progress=False)
+    assert third.trained is None and third.added == 0  # the CLI's next run finds the model: no retraining

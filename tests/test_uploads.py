@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.answer import answer
 from qa import Retriever
 from qa.index import build_index
 from qa.sentences import load_splitter
@@ -55,7 +56,7 @@ def test_upload_is_answerable_at_once(live, tmp_path):
     (added,) = live.add_files([upload(tmp_path, "../../flood.txt", FLOOD)])
     assert added.accepted and added.saved_as == "flood.txt" and added.articles == ("flood",)
     assert (live.corpus_dir / "flood.txt").exists() and not (tmp_path / "flood.txt").exists()
-    ans = live.retriever.ask("Which town did the river Oder flood?")
+    ans = answer(live.retriever, "Which town did the river Oder flood?")
     assert not ans.abstained and ans.citations[0].passage.source == "River News"
     assert archive(live) == {**before, "flood": "The river Oder flooded Frankfurt on Tuesday."}
     assert "River News" in live.retriever.stats().sources
@@ -74,7 +75,7 @@ def test_bad_file_is_rejected_and_nothing_is_lost(live, tmp_path, name, data, me
     (added,) = live.add_files([upload(tmp_path, name, data)])
     assert not added.accepted and any(message in m for m in added.messages)
     assert archive(live) == before and sorted(p.name for p in live.corpus_dir.iterdir()) == files
-    assert not live.retriever.ask("Which school was hit with cluster munitions?").abstained
+    assert not answer(live.retriever, "Which school was hit with cluster munitions?").abstained
 
 
 def test_repeat_of_an_indexed_article_is_rejected(live, tmp_path):
@@ -105,7 +106,7 @@ def test_good_and_bad_files_together(live, tmp_path):
                               upload(tmp_path, "feed.jsonl", jsonl)])
     assert [a.accepted for a in results] == [True, False, True]
     assert any("invalid JSON" in m for m in results[2].messages)  # the good row is kept, the bad one named
-    assert not live.retriever.ask("Where did dock workers strike?").abstained
+    assert not answer(live.retriever, "Where did dock workers strike?").abstained
     assert live.retriever.stats().articles == 4
 
 
@@ -137,3 +138,68 @@ def test_uploads_off_without_a_corpus_folder(live, tmp_path):
     assert off.can_add()
     (added,) = off.add_files([upload(tmp_path, "flood.txt", FLOOD)])
     assert not added.accepted and "off" in added.messages[0]
+
+
+# --- staged uploads, one writer at a time, following the live index ------------------------------------
+
+def test_upload_is_staged_and_moved_in_only_after_publishing(live, tmp_path, monkeypatch):
+    """A crash between publishing and moving the file in: a restart leaves the article in neither place."""
+    import qa.uploads
+    from qa.index import build_index
+
+    def crash(src, dst):
+        raise KeyboardInterrupt("killed after publishing")
+    monkeypatch.setattr(qa.uploads.os, "rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        live.add_files([upload(tmp_path, "flood.txt", FLOOD)])
+    assert not (live.corpus_dir / "flood.txt").exists() and (live.corpus_dir / ".staging" / "flood.txt").exists()
+    monkeypatch.undo()
+    # What `qa serve` does on start: index the corpus, then drop staged uploads.
+    build_index(live.corpus_dir, live.index_dir, live.splitter, None, progress=False)
+    restarted = LiveIndex(Retriever.load(live.index_dir), live.index_dir, live.corpus_dir, live.splitter)
+    restarted.remove_staged()
+    assert not (live.corpus_dir / ".staging").exists() and "flood" not in archive(restarted)
+    (added,) = restarted.add_files([upload(tmp_path, "flood.txt", FLOOD)])  # the user tries again
+    assert added.accepted and (live.corpus_dir / "flood.txt").exists() and "flood" in archive(restarted)
+
+
+def test_an_upload_waits_for_a_build_and_says_so_when_it_takes_too_long(live, tmp_path):
+    from qa.index import writer_lock
+    live.upload_wait = 0.3
+    with writer_lock(live.index_dir):
+        (added,) = live.add_files([upload(tmp_path, "flood.txt", FLOOD)])
+    assert not added.accepted and "another build" in added.messages[0] and "nothing was changed" in added.messages[0]
+    assert not (live.corpus_dir / "flood.txt").exists() and "flood" not in archive(live)
+
+
+def test_upload_racing_a_cli_build_keeps_both(live, tmp_path):
+    from qa.index import build_index
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "x.txt").write_text("Flooding closed the coastal road near Latakia on Sunday.")
+    builder = threading.Thread(target=build_index, args=(other, live.index_dir, live.splitter, None),
+                               kwargs={"progress": False})
+    builder.start()
+    (added,) = live.add_files([upload(tmp_path, "flood.txt", FLOOD)])
+    builder.join()
+    live.check_every = 0
+    assert added.accepted and {"x", "flood"} <= set(archive(live)) and live.retriever.stats().articles == 4
+
+
+def test_the_chat_follows_a_generation_published_elsewhere(live, tmp_path):
+    import gradio as gr
+    from qa.chat import refresh
+    from qa.index import build_index
+    live.check_every = 0
+    r = live.retriever
+    header, _, _, shown = refresh(live, None)
+    assert "<b>2</b> articles" in header
+    assert refresh(live, shown) == (gr.skip(),) * 4  # nothing new: the page is left as it is
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "x.txt").write_text("source: Coast Radio\n\nFlooding closed the coastal road near Latakia on Sunday.")
+    build_index(other, live.index_dir, live.splitter, None, progress=False)  # e.g. `qa index more/`
+    assert live.retriever is not r and live.retriever.stats().articles == 3
+    header, outlets, _, _ = refresh(live, shown)
+    assert "<b>3</b> articles" in header and "Coast Radio" in outlets["choices"][0]
+    assert not answer(live.retriever, "Which road did flooding close?").abstained
