@@ -223,3 +223,53 @@ def test_parse_text_article_and_content_hash():
     assert parse_text_article("title: B\n\nBody.", "upload-1").content_hash != article.content_hash
     with pytest.raises(ValueError, match="no body text"):
         parse_text_article("title: A\n", "upload-1")
+
+
+# --- files that used to stop the whole corpus, and symbolic links ---------------------------------------
+
+def test_json_a_parser_cannot_read_is_skipped_with_a_reason(tmp_path):
+    write(tmp_path, "feed.jsonl", '{"text": "Numbers.", "n": ' + "9" * 5000 + '}\n' + "[" * 200_000 + "\n"
+          + '{"text": "The ferry to Hel resumed on Monday."}\n')
+    result = load_corpus(tmp_path)
+    assert [a.text for a in result.articles] == ["The ferry to Hel resumed on Monday."]
+    assert "4300 digits" in messages(result, "feed.jsonl:1")[0] and "as strings" in messages(result, "feed.jsonl:1")[0]
+    assert "nested too deeply" in messages(result, "feed.jsonl:2")[0]
+
+
+def test_an_unforeseen_error_stays_with_its_file(tmp_path, monkeypatch):
+    write(tmp_path, "a.txt", PLAIN)
+    write(tmp_path, "b.csv", "text\nThe ferry to Hel resumed on Monday.\n")
+
+    def broken(*args):
+        raise MemoryError("out of memory")
+    monkeypatch.setattr(articles, "_load_csv", broken)
+    result = load_corpus(tmp_path)
+    assert [a.id for a in result.articles] == ["a"]
+    assert messages(result, "b.csv") == ["skipped: could not be read (MemoryError: out of memory)"]
+
+
+def test_symbolic_links_out_of_the_corpus_are_not_followed(tmp_path):
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    write(outside, "secret.txt", "The password is swordfish.")
+    write(corpus, "a.txt", PLAIN)
+    (corpus / "secret.txt").symlink_to(outside / "secret.txt")
+    (corpus / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (corpus / "same.txt").symlink_to(corpus / "a.txt")  # inside: followed, and found to repeat a.txt
+    result = load_corpus(corpus)
+    assert [a.id for a in result.articles] == ["a"] and result.duplicates == (("same", "a"),)
+    assert "outside the corpus folder" in messages(result, "secret.txt")[0]
+    assert "outside the corpus folder" in messages(result, "elsewhere")[0]
+    assert all("swordfish" not in a.text for a in result.articles)
+
+
+def test_symbolic_link_loops_and_dangling_links_are_reported(tmp_path):
+    write(tmp_path, "a.txt", PLAIN)
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    (tmp_path / "x.txt").symlink_to(tmp_path / "y.txt")
+    (tmp_path / "y.txt").symlink_to(tmp_path / "x.txt")
+    (tmp_path / "gone.md").symlink_to(tmp_path / "nowhere.md")
+    result = load_corpus(tmp_path)
+    assert [a.id for a in result.articles] == ["a"]
+    for name in ("loop.txt", "x.txt", "y.txt"):
+        assert "symbolic link loop" in messages(result, name)[0]
+    assert "symbolic link to nothing" in messages(result, "gone.md")[0]

@@ -200,3 +200,34 @@ def test_bundled_behaviour_matches_its_recorded_name(bundled: Splitter) -> None:
     assert digest == FINGERPRINTS[bundled.name], (
         "splitting changed but the splitter's name did not: bump RULES_VERSION or "
         f"PARAMETERS_VERSION in qa/sentences.py and record {digest!r}")
+
+
+# --- long paragraphs ------------------------------------------------------------------------------------
+
+def test_pieces_cover_the_text_exactly_and_prefer_line_then_sentence_ends():
+    text = ("A sentence that ends here. " * 50 + "\n") * 40
+    cuts = sentences.pieces(text, 0, len(text), size=2000)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:])) and all(e - s <= 2000 for s, e in cuts)
+    assert all(text[e - 1] == "\n" for _, e in cuts[:-1])
+    one_line = "A sentence that ends here. " * 200
+    assert all(one_line[e - 2:e] == ". " for _, e in sentences.pieces(one_line, 0, len(one_line), 2000)[:-1])
+    word = "x" * 5000
+    assert sentences.pieces(word, 0, 5000, 2000) == [(0, 2000), (2000, 4000), (4000, 5000)]
+
+
+def test_a_huge_paragraph_reaches_punkt_in_bounded_pieces(monkeypatch):
+    """Punkt's regexes run under nltk's wall-clock timeout: it must never see megabytes at once."""
+    splitter = load_splitter()
+    seen = []
+    real = splitter.tokenizer.span_tokenize
+
+    def spy(text):
+        seen.append(len(text))
+        return real(text)
+    monkeypatch.setattr(splitter.tokenizer, "span_tokenize", spy)
+    text = "The committee met again on Tuesday. " * 6000 + "x" * 50_000
+    got = splitter.split("a", text)
+    assert max(seen) <= sentences.MAX_PIECE and len(seen) > 10
+    assert all(text[s.start:s.end] == s.text for s in got) and max(len(s.text) for s in got) <= sentences.MAX_PIECE
+    assert got[0].text == "The committee met again on Tuesday." and len(got) > 6000
