@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from qa.embed import MODEL_ENV, NO_MODEL, Encoder, ModelUnavailable, load_encoder, resolve_model_name
+from qa import models
+from qa.embed import NO_MODEL
 from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
-from qa.selftrain import SELF_TRAINED, Training
+from qa.selftrain import SELF_TRAINED
 from qa.sentences import load_splitter
 
 log = logging.getLogger("qa")
@@ -20,42 +21,51 @@ DEFAULT_INDEX = "index"
 DEFAULT_SET = "eval/idlib.jsonl"
 
 
-def open_encoder(model: str | None) -> tuple[Encoder | None, str]:
-    """The encoder to index with, or None and the reason keyword-only mode is used."""
-    name = resolve_model_name(model)
-    if name == NO_MODEL:
-        return None, "keyword-only: no model requested (--model none)"
-    try:
-        return load_encoder(name), ""
-    except ModelUnavailable as e:
-        return None, f"keyword-only: {e}"
-
-
 def index_corpus(corpus: str, index: str, model: str | None = None, rebuild: bool = False,
                  progress: bool = True, retrain: bool = False) -> BuildReport:
-    """Index corpus with the pretrained model asked for (--model, $QA_MODEL, the default); when it
-    cannot be loaded, with one trained on the corpus itself (qa.selftrain; keyword-only below its
-    minimum size). An index that has a self-trained model keeps it unless a model is named;
-    --model self-trained asks for one, retrain trains it again."""
-    named = model or os.environ.get(MODEL_ENV)
-    self_train = None
-    if retrain or named == SELF_TRAINED or (not named and not rebuild and _index_model(index) == SELF_TRAINED):
-        encoder, reason, self_train = None, "", Training()
-    else:
-        encoder, reason = open_encoder(model)
-        if encoder is None and resolve_model_name(model) != NO_MODEL:
-            self_train = Training()
-    if reason:
-        log.warning(reason + ("; a model will be trained on this corpus if it is large enough" if self_train else ""))
-    return build_index(corpus, index, load_splitter(), encoder, mode_reason=reason, rebuild=rebuild,
-                       progress=progress, self_train=self_train, retrain=retrain)
-
-
-def _index_model(index: str) -> str | None:
+    """Index corpus with the model qa.models.for_build picks (--model, $QA_MODEL, the index's own,
+    the default); retrain trains the index's own model again. An index that is keyword-only only
+    because no model could be loaded is rebuilt with the model once one loads."""
+    indexed = None
     try:
-        return read_manifest(index).model
+        m = read_manifest(index)
+        indexed = m.model or (NO_MODEL if "no model requested" in m.mode_reason else None)
+        fallback = m.model is None and indexed is None
     except IndexUnusable:
-        return None
+        fallback = False
+    chosen = models.for_build(model, indexed, rebuild, retrain)
+    if fallback and chosen.encoder is not None and not rebuild:
+        log.info("the index in %s is keyword-only because no model could be loaded before; "
+                 "rebuilding it with %s", index, chosen.encoder.info.name)
+        rebuild = True
+    return build_index(corpus, index, load_splitter(), chosen.encoder, mode_reason=chosen.reason, rebuild=rebuild,
+                       progress=progress, self_train=chosen.self_train, retrain=retrain)
+
+
+def train_reader(data: Path, work: Path, sets: list[str], calibrate_only: bool = False) -> dict:
+    """qa train-reader: train (unless calibrate_only), then calibrate; returns the reader card."""
+    import gzip
+    import shutil
+
+    from qa import readertrain
+
+    squad_dir = data / "squad"
+    if not (squad_dir / "dev-v1.1.json.gz").exists():
+        raise FileNotFoundError(f"{squad_dir}/dev-v1.1.json.gz not found: pass --data with squad/ inside "
+                                f"(../shared/data/SOURCES.md)")
+    work.mkdir(parents=True, exist_ok=True)
+    pairs = [tuple(Path(x) for x in s.split("=", 1)) for s in sets]
+    if not sets:
+        pairs = [(Path(DEFAULT_SET), Path(DEFAULT_CORPUS))]
+        bbc = data / "news" / "bbc-news.csv.gz"
+        if bbc.exists() and Path("eval/bbc_news.jsonl").exists():
+            (work / "bbc").mkdir(exist_ok=True)
+            with gzip.open(bbc, "rb") as src, open(work / "bbc" / "bbc-news.csv", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            pairs.append((Path("eval/bbc_news.jsonl"), work / "bbc" / "bbc-news.csv"))
+    if not calibrate_only:
+        readertrain.run(squad_dir, work)
+    return readertrain.calibrate(squad_dir, work, pairs)
 
 
 def describe(report: BuildReport) -> str:
@@ -119,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="folder for report.md and report.json (default: the set's folder)")
     p.add_argument("-k", type=int, default=10, help="passages to retrieve per question")
     p.add_argument("--min-support", type=float, help="abstention threshold to try instead of the default")
+    p = sub.add_parser("train-reader", help="train the reader on SQuAD dev's training titles and calibrate "
+                                            "its threshold (about an hour on 2 CPU cores)")
+    p.add_argument("--data", default="../shared/data", help="folder with squad/ and news/ (../shared/data)")
+    p.add_argument("--work", default="/tmp/qa-reader", help="folder for the training and calibration indexes")
+    p.add_argument("--calibrate-only", action="store_true", help="keep the weights, choose the threshold again")
+    p.add_argument("--set", action="append", default=[], metavar="SET=CORPUS",
+                   help="also calibrate on the calibration half of a question set over its corpus "
+                        "(default: eval/idlib.jsonl=corpus and eval/bbc_news.jsonl=BBC News from --data)")
     p = sub.add_parser("serve", help="index the corpus if needed and serve the chat")
     p.add_argument("--corpus", default=DEFAULT_CORPUS)
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -146,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning(why)
             ans = answer(r, args.question, k=args.k, reader=reader)
             print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
+        elif args.command == "train-reader":
+            print(json.dumps(train_reader(Path(args.data), Path(args.work), args.set, args.calibrate_only), indent=1))
         elif args.command == "eval":
             from qa import evaluate
             from qa.answer import Policy

@@ -119,11 +119,6 @@ def bundled_model_dir() -> Path:
     return folder
 
 
-def resolve_model_name(name: str | None) -> str:
-    """The flag wins, then $QA_MODEL, then the default."""
-    return name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-
-
 def _hub_reachable(timeout: float = 2.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return False

@@ -177,7 +177,7 @@ def retriever_over(encoder, splitter: Splitter):
 def run(data: Path, work: Path, settings: Settings = Settings(), progress: bool = True) -> dict:
     """Build the training examples, train, and save the weights into qa/weights (qa.reader.WEIGHTS).
 
-    Returns the report that the reader card keeps (calibration adds the threshold)."""
+    Returns the report that the reader card keeps (calibrate adds the threshold)."""
     from qa.embed import DEFAULT_MODEL, load_encoder
     from qa.reader import WEIGHTS, save_weights
     from qa.sentences import load_splitter
@@ -193,4 +193,111 @@ def run(data: Path, work: Path, settings: Settings = Settings(), progress: bool 
     report["sha256"] = save_weights(model, WEIGHTS)
     report["train_titles"], report["calibration_titles"] = train_titles, calibration_titles
     report["examples_seconds"] = round(time.perf_counter() - t0 - report["seconds"], 1)
+    import json
+
+    from qa.reader import CARD
+    CARD.write_text(json.dumps({"sha256": report["sha256"], "threshold": 0.5, "trained": report}, indent=1) + "\n",
+                    encoding="utf-8")  # threshold uncalibrated until calibrate() runs
     return report
+
+
+def squad_calibration(data: Path, work: Path, encoder, splitter: Splitter) -> tuple[object, list["CalibrationQuestion"]]:
+    """The calibration titles' questions (v1.1 answerable, v2.0 unanswerable) over an index of every
+    paragraph that is not held out."""
+    held = squad.held_out_titles(data)
+    v1 = squad.read(data / squad.V1)
+    train_titles, calibration_titles = split_titles(v1, held)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = squad.write_articles(v1, work / "paragraphs.jsonl", set(train_titles) | set(calibration_titles))
+    retriever = retriever_over(encoder, splitter)(corpus, work / "index")
+    keep = set(calibration_titles)
+    questions = [CalibrationQuestion(q.text, tuple((a,) for a in q.answers)) for q in v1.questions if q.title in keep]
+    if (data / squad.V2).exists():
+        questions += [CalibrationQuestion(q.text, ()) for q in squad.read(data / squad.V2).questions
+                      if q.title in keep and not q.answerable]
+    return retriever, questions
+
+
+def set_calibration(set_path: Path, corpus: Path, work: Path, encoder, splitter: Splitter):
+    """The calibration half of a question set (qa.evaluate) over its corpus."""
+    from qa.evaluate import load_set
+
+    items = [i for i in load_set(set_path) if i.split == "calibration"]
+    retriever = retriever_over(encoder, splitter)(corpus, work / "index")
+    return retriever, [CalibrationQuestion(i.question, i.answers if i.answerable else ()) for i in items]
+
+
+def calibrate(data: Path, work: Path, sets: list[tuple[Path, Path]], progress: bool = True) -> dict:
+    """Choose the reader's threshold on calibration data only (SQuAD calibration titles and the
+    calibration halves of sets: (question set, its corpus)) and write the reader card."""
+    import json
+
+    from qa.embed import DEFAULT_MODEL, load_encoder
+    from qa.reader import CARD, WEIGHTS, Reader, load_weights, new_model
+    from qa.sentences import load_splitter
+
+    card = json.loads(CARD.read_text(encoding="utf-8"))
+    sha = card["sha256"]
+    model = new_model()
+    load_weights(model, WEIGHTS, sha)
+    model.model.eval()
+    reader = Reader(model, 0.5)
+    encoder, splitter = load_encoder(DEFAULT_MODEL), load_splitter()
+    judged = {}
+    r, qs = squad_calibration(data, work / "calibration-squad", encoder, splitter)
+    judged["squad"] = (qs, judge_all(r, reader, qs, progress, "SQuAD calibration titles"))
+    for set_path, corpus in sets:
+        r, qs = set_calibration(set_path, corpus, work / f"calibration-{set_path.stem}", encoder, splitter)
+        judged[set_path.stem] = (qs, judge_all(r, reader, qs, progress, f"{set_path.name}, calibration half"))
+    threshold, curve = choose_threshold(judged)
+    card.update(sha256=sha, threshold=threshold, calibration={
+        "sets": {name: len(qs) for name, (qs, _) in judged.items()},
+        "objective": "most questions right (answered with an expected answer, or abstained on an "
+                     "unanswerable one), each set counting equally",
+        "curve": curve})
+    CARD.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return card
+
+
+@dataclass(frozen=True)
+class CalibrationQuestion:
+    text: str
+    answers: tuple[tuple[str, ...], ...]  # alternatives, as in qa.evaluate; empty: unanswerable
+
+
+def judge_all(retriever, reader, questions: list[CalibrationQuestion], progress: bool = False,
+              desc: str = "") -> list[tuple[float, str]]:
+    """(best reader score, answer text at threshold 0) per question: every threshold's outcome follows."""
+    from tqdm.auto import tqdm
+
+    from qa.answer import Policy, answer
+
+    policy = Policy(threshold=0.0)
+    out = []
+    for q in tqdm(questions, desc=desc or "calibration questions", unit="q", disable=not progress):
+        a = answer(retriever, q.text, k=5, policy=policy, reader=reader)
+        out.append((a.best or 0.0, a.text))
+    return out
+
+
+def right_at(threshold: float, q: CalibrationQuestion, best: float, text: str) -> bool:
+    """Answered with an expected answer, or abstained on an unanswerable question."""
+    from qa.metrics import contains_answer
+
+    if not q.answers:
+        return best < threshold
+    return best >= threshold and contains_answer(text, list(q.answers))
+
+
+def choose_threshold(sets: dict[str, tuple[list[CalibrationQuestion], list[tuple[float, str]]]]) -> tuple[float, list[dict]]:
+    """The threshold with the most questions right, each set counting equally (so that one large set
+    does not decide for the others); returns it and the whole curve."""
+    curve = []
+    for t in np.round(np.arange(0.02, 0.99, 0.01), 2):
+        row = {"threshold": float(t)}
+        for name, (questions, judged) in sets.items():
+            row[name] = float(np.mean([right_at(t, q, b, x) for q, (b, x) in zip(questions, judged)]))
+        row["mean"] = float(np.mean([row[n] for n in sets]))
+        curve.append(row)
+    best = max(curve, key=lambda r: (r["mean"], -abs(r["threshold"] - 0.5)))
+    return best["threshold"], curve

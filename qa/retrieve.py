@@ -10,9 +10,9 @@ import bm25s
 import faiss
 import numpy as np
 
-from qa import selftrain, store
+from qa import models, selftrain, store
 from qa.articles import Article
-from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode, ModelUnavailable, load_encoder
+from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, keyword_settings, live_generation
 from qa.tokens import QUESTION_FRAME, tokenize
@@ -157,18 +157,9 @@ class Retriever:
             raise IndexUnusable(f"the index in {index_dir} was built with {manifest.model} ({manifest.dim} d), "
                                 f"not {encoder.info.name} ({encoder.info.dim} d): pass --model {manifest.model} "
                                 f"or rebuild with qa index CORPUS --index {index_dir} --rebuild")
-        elif encoder is None and load_model and manifest.model == selftrain.SELF_TRAINED:
-            try:
-                encoder = selftrain.load(gen / (manifest.model_path or selftrain.MODEL_DIR))
-            except ModelUnavailable as e:
-                notice = (f"keyword-only: the index's self-trained model cannot be loaded ({e}); train it "
-                          f"again with: qa index CORPUS --index {index_dir} --retrain")
-                log.warning(notice)
         elif encoder is None and load_model:
-            try:
-                encoder = load_encoder(manifest.model)
-            except ModelUnavailable as e:
-                notice = f"keyword-only: the index's model cannot be loaded now ({e})"
+            encoder, notice = models.for_index(manifest.model, manifest.model_path, gen, Path(index_dir))
+            if notice:
                 log.warning(notice)
         elif encoder is None:
             notice = "keyword-only: model not loaded"

