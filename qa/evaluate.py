@@ -1,9 +1,10 @@
 """Run a question set against a loaded index and score it: evidence, answers, citations, abstention, latency.
 
 A set is a .jsonl file, one question per line (format: docs/evaluation.md). Questions are split
-into a calibration half and a test half, alternating in file order within answerable and
-unanswerable questions, so that the abstention threshold can be chosen on one half and
-judged on the other.
+into a calibration half and a test half: by the `split` each question names (a set written over many
+articles splits by article), else alternating in file order within answerable and unanswerable
+questions, so that thresholds can be chosen on one half and judged on the other. `qa eval` asks
+the set three ways in one run: keyword-only, hybrid, hybrid + reader (what the index allows).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from qa import metrics
 from qa.answer import Answer, Policy, answer, supported
+from qa.reader import Reader, open_reader
 from qa.metrics import AbstentionScores, CitationCounts, Statement, Thresholds
 from qa.retrieve import Hit, Retriever
 
@@ -71,6 +73,8 @@ class Scores:
     recall_at_5: float
     mrr: float  # @10
     answer_accuracy: float  # answerable questions
+    overall_right: float  # answered with an expected answer, or abstained on an unanswerable question
+    gold_cited: float  # answerable questions whose answer cites a gold evidence sentence
     gold_statement_share: float  # answer sentences of answerable questions that cite a gold sentence
     statements: int  # answer sentences in non-abstained answers
     citations: int
@@ -99,10 +103,14 @@ def load_set(path: str | Path) -> list[Item]:
         item = _item(record, where)
         if item.id in seen:
             raise SetError(f"{where}: id {item.id!r} is used twice; ids must be unique")
+        if items and bool(item.split) != bool(items[0].split):
+            raise SetError(f"{where}: give every question a 'split' or none (then the halves alternate)")
         seen.add(item.id)
         items.append(item)
     if not items:
         raise SetError(f"{path} has no questions")
+    if any(i.split for i in items):
+        return items
     count = {True: 0, False: 0}
     out = []
     for item in items:
@@ -132,8 +140,11 @@ def _item(r: object, where: str) -> Item:
     tags = r.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise SetError(f"{where}: 'tags' must be a list of strings")
+    split = r.get("split", "")
+    if split not in ("", *SPLITS):
+        raise SetError(f"{where}: 'split' must be one of {', '.join(SPLITS)} (or absent)")
     return Item(str(r["id"]), str(r["question"]), r["answerable"], answers, evidence, str(r.get("note", "")),
-                tuple(tags), "")
+                tuple(tags), split)
 
 
 def _alternative(value, kind: type, where: str, field: str) -> tuple:
@@ -164,15 +175,15 @@ def resolve_evidence(items: list[Item], retriever: Retriever) -> dict[Gold, str]
 
 
 def evaluate(items: list[Item], retriever: Retriever, policy: Policy = Policy(), k: int = 10,
-             progress: bool = True) -> list[Outcome]:
+             progress: bool = True, reader: Reader | None = None, desc: str = "questions") -> list[Outcome]:
     """Ask every question (answers use the top hits as usual; k hits are kept for evidence ranking)."""
     from tqdm import tqdm
 
     ids = resolve_evidence(items, retriever)
     out = []
-    for item in tqdm(items, desc="questions", unit="q", disable=not progress):
+    for item in tqdm(items, desc=desc, unit="q", disable=not progress):
         t0 = time.perf_counter()
-        ans = answer(retriever, item.question, k=k, policy=policy)
+        ans = answer(retriever, item.question, k=k, policy=policy, reader=reader)
         seconds = time.perf_counter() - t0
         evidence_ids = tuple(frozenset(ids[g] for g in alt) for alt in item.evidence)
         retrieved = [{p.sentence_id for p in h.sources} for h in ans.hits]
@@ -203,6 +214,9 @@ def score(outcomes: list[Outcome]) -> Scores:
         recall_at_1=metrics.recall_at(ranks, 1), recall_at_3=metrics.recall_at(ranks, 3),
         recall_at_5=metrics.recall_at(ranks, 5), mrr=metrics.mrr(ranks, 10),
         answer_accuracy=metrics.ratio(sum(o.correct for o in answerable), len(answerable)),
+        overall_right=metrics.ratio(sum(o.correct if o.item.answerable else o.answer.abstained for o in outcomes),
+                                    len(outcomes)),
+        gold_cited=metrics.ratio(sum(o.gold_statements > 0 for o in answerable), len(answerable)),
         gold_statement_share=metrics.ratio(sum(o.gold_statements for o in answerable),
                                            sum(len(o.statements) for o in answerable)),
         statements=citations.statements, citations=citations.citations,
@@ -295,6 +309,8 @@ ROWS = (  # (label, how to read it from Scores, format)
     ("evidence Recall@5", lambda s: _pct(s.recall_at_5)),
     ("evidence MRR@10", lambda s: _num(s.mrr)),
     ("answer accuracy", lambda s: _pct(s.answer_accuracy)),
+    ("overall right (answered right or rightly abstained)", lambda s: _pct(s.overall_right)),
+    ("gold sentence cited (answerable)", lambda s: _pct(s.gold_cited)),
     ("answer sentences that are gold evidence", lambda s: _pct(s.gold_statement_share)),
     ("answer sentences / citations judged", lambda s: f"{s.statements} / {s.citations}"),
     ("citation recall (ALCE)", lambda s: _pct(s.citation_recall)),
@@ -336,24 +352,67 @@ def tags_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds, held_out: AbstentionScores,
-                    policy: Policy) -> str:
+COMPARED = ("evidence Recall@5", "evidence MRR@10", "answer accuracy",
+            "overall right (answered right or rightly abstained)", "gold sentence cited (answerable)",
+            "abstention F1", "citation precision (ALCE)", "groundedness", "latency p50 / p95 (ms)")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of answering compared by `qa eval`."""
+    name: str
+    retriever: Retriever
+    reader: Reader | None
+
+
+def configs(index_dir: str | Path, reader: Reader | None) -> list[Config]:
+    """keyword-only (rules), hybrid (rules) when the index has a model that loads, and with the reader
+    when it loads: the last one is what the product answers with."""
+    full = Retriever.load(index_dir)
+    out = [Config("keyword-only", Retriever.load(index_dir, load_model=False), None)]
+    if full.encoder is not None:
+        out.append(Config("hybrid", full, None))
+    if reader is not None:
+        out.append(Config(("hybrid" if full.encoder is not None else "keyword-only") + " + reader", full, reader))
+    return out
+
+
+def comparison_table(results: list[tuple[Config, list[Outcome]]], split: str) -> str:
+    """Markdown: the main metrics of each configuration side by side, on one split ("all" for every question)."""
+    scores = [score([o for o in outcomes if split == "all" or o.item.split == split]) for _, outcomes in results]
+    rows = dict(ROWS)
+    lines = ["| metric | " + " | ".join(c.name for c, _ in results) + " |", "|---" * (len(results) + 1) + "|",
+             "| questions (answerable / unanswerable) | " + " | ".join(
+                 rows["questions (answerable / unanswerable)"](s) for s in scores) + " |"]
+    lines += [f"| {label} | " + " | ".join(rows[label](s) for s in scores) + " |" for label in COMPARED]
+    return "\n".join(lines)
+
+
+def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds | None,
+                    held_out: AbstentionScores | None, policy: Policy, compared: str = "") -> str:
     failed = [o for o in outcomes if failures(o)]
     lines = [f"# Evaluation report: {meta['set']}", "",
-             f"Index `{meta['index']}`, mode {meta['mode']}, {meta['questions']} questions, "
-             f"policy min_support {policy.min_support}, min_dense {policy.min_dense}, k {meta['k']}.",
-             f"Command: `{meta['command']}`", "", scores_table(outcomes), "", "By tag (all questions):", "",
-             tags_table(outcomes), "",
-             "## Abstention threshold", "",
-             f"Chosen on the calibration split (best balanced accuracy, "
-             f"{_num(calibration.balanced_accuracy)}; abstention F1 {_num(calibration.f1)}): "
-             f"min_support {calibration.min_support}"
-             + (f", min_dense {calibration.min_dense}" if math.isfinite(calibration.min_dense) else "")
-             + f". On the test split that gives abstention F1 {_num(held_out.f1)}, false-abstention rate "
-             f"{_pct(held_out.false_abstention_rate)}. To use it: `Policy(min_support={calibration.min_support}"
-             + (f", min_dense={calibration.min_dense}" if math.isfinite(calibration.min_dense) else "") + ")`"
-             " (docs/evaluation.md).", "",
-             f"## Failed questions ({len(failed)} of {len(outcomes)}; details in the JSON report)", ""]
+             f"Index `{meta['index']}`, mode {meta['mode']}, answers by {meta['answers']}, {meta['questions']} "
+             f"questions, k {meta['k']}.", f"Command: `{meta['command']}`", ""]
+    if compared:
+        lines += ["## Side by side (test split; the calibration split and `all` are in the JSON)", "", compared, ""]
+    lines += [f"## {meta['answers']}: every split", "", scores_table(outcomes), "", "By tag (all questions):", "",
+              tags_table(outcomes), "", "## Abstention threshold", ""]
+    if calibration is None:
+        lines.append(f"The reader's threshold {meta['threshold']} (qa/weights/reader.json) was chosen by "
+                     "`qa train-reader` on calibration data only (SQuAD calibration titles and the calibration "
+                     "halves of the bundled sets); recalibrate for your corpus: docs/reader.md.")
+    else:
+        lines.append(
+            f"Rules: chosen on the calibration split (best balanced accuracy, "
+            f"{_num(calibration.balanced_accuracy)}; abstention F1 {_num(calibration.f1)}): "
+            f"min_support {calibration.min_support}"
+            + (f", min_dense {calibration.min_dense}" if math.isfinite(calibration.min_dense) else "")
+            + f". On the test split that gives abstention F1 {_num(held_out.f1)}, false-abstention rate "
+            f"{_pct(held_out.false_abstention_rate)}. To use it: `Policy(min_support={calibration.min_support}"
+            + (f", min_dense={calibration.min_dense}" if math.isfinite(calibration.min_dense) else "") + ")`"
+            " (docs/evaluation.md).")
+    lines += ["", f"## Failed questions ({len(failed)} of {len(outcomes)}; details in the JSON report)", ""]
     for o in failed:
         lines.append(f"- **{o.item.id}** ({o.item.split}) {o.item.question} — {'; '.join(failures(o))}. "
                      f"_{o.item.note}_")
@@ -361,36 +420,54 @@ def report_markdown(outcomes: list[Outcome], meta: dict, calibration: Thresholds
 
 
 def write_reports(outcomes: list[Outcome], retriever: Retriever, out_dir: str | Path, meta: dict,
-                  policy: Policy) -> tuple[Path, Path, str]:
+                  policy: Policy, reader: Reader | None = None, compared: str = "",
+                  side_by_side: dict | None = None) -> tuple[Path, Path, str]:
     """Write report.md and report.json into out_dir; returns their paths and the summary to print.
 
-    The abstention thresholds are chosen on the calibration split and judged by asking the test
-    split's questions again with them."""
-    calibration = calibrate([o.item.answerable for o in outcomes if o.item.split == "calibration"],
-                            [best_hit(o) for o in outcomes if o.item.split == "calibration"])
-    tuned = replace(policy, min_support=calibration.min_support, min_dense=calibration.min_dense)
-    test = [o.item for o in outcomes if o.item.split == "test"]
-    held_out = score(evaluate(test, retriever, tuned, k=meta["k"], progress=False)).abstention
+    Rules: the abstention thresholds are chosen on the calibration split and judged by asking the
+    test split's questions again with them. Reader: its threshold comes calibrated (qa train-reader)."""
+    calibration = held_out = None
+    if reader is None:
+        calibration = calibrate([o.item.answerable for o in outcomes if o.item.split == "calibration"],
+                                [best_hit(o) for o in outcomes if o.item.split == "calibration"])
+        tuned = replace(policy, min_support=calibration.min_support, min_dense=calibration.min_dense)
+        test = [o.item for o in outcomes if o.item.split == "test"]
+        held_out = score(evaluate(test, retriever, tuned, k=meta["k"], progress=False)).abstention
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "report.md", out_dir / "report.json"
-    text = report_markdown(outcomes, meta, calibration, held_out, policy)
+    text = report_markdown(outcomes, meta, calibration, held_out, policy, compared)
     md.write_text(text, encoding="utf-8")
-    data = report_json(outcomes, {**meta, "policy": asdict(policy), "calibration": asdict(calibration)})
+    data = report_json(outcomes, {**meta, "policy": asdict(policy), "side_by_side": side_by_side or {},
+                                  "calibration": asdict(calibration) if calibration else None})
     js.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return md, js, text
 
 
 def run(set_path: str | Path, index_dir: str | Path, out_dir: str | Path | None = None, k: int = 10,
-        policy: Policy = Policy(), command: str = "", progress: bool = True) -> str:
-    """Entry point of `qa eval`: load the set and the index, ask everything, write the reports.
-    Returns the text to print: the scores table and where the reports are."""
+        policy: Policy = Policy(), command: str = "", progress: bool = True, reader: Reader | None = None) -> str:
+    """Entry point of `qa eval`: load the set and the index, ask everything each way (configs), write
+    the reports of the last way (the product's) with the others beside it. Returns the text to print."""
     items = load_set(set_path)
-    retriever = Retriever.load(index_dir)
-    outcomes = evaluate(items, retriever, policy, k=k, progress=progress)
-    meta = {"set": str(set_path), "index": str(index_dir), "mode": str(retriever.mode), "questions": len(items),
+    if reader is None:
+        reader, why = open_reader()
+        if why:
+            print(why)
+    results = [(c, evaluate(items, c.retriever, policy, k=k, progress=progress, reader=c.reader, desc=c.name))
+               for c in configs(index_dir, reader)]
+    main, outcomes = results[-1]
+    meta = {"set": str(set_path), "index": str(index_dir), "mode": str(main.retriever.mode),
+            "answers": main.name if main.reader else f"{main.name} rules",
+            "threshold": main.reader.threshold if main.reader else None, "questions": len(items),
             "k": k, "command": command or f"qa eval {set_path} --index {index_dir}"}
-    md, js, _ = write_reports(outcomes, retriever, out_dir or Path(set_path).parent, meta, policy)
+    compared = comparison_table(results, "test")
+    side = {split: {c.name: asdict(score([o for o in outs if split == "all" or o.item.split == split]))
+                    for c, outs in results} for split in ("all", *SPLITS)}
+    md, js, _ = write_reports(outcomes, main.retriever, out_dir or Path(set_path).parent, meta, policy, main.reader,
+                              compared, side)
     failed = sum(1 for o in outcomes if failures(o))
-    return (f"{retriever.mode}; {len(items)} questions from {set_path}\n\n{scores_table(outcomes)}\n\n"
-            f"{failed} questions failed a check; report: {md}, every failure with what was retrieved: {js}")
+    return (f"{len(items)} questions from {set_path}, index {main.retriever.mode}\n\n"
+            f"Test split, side by side:\n\n{compared}\n\nAll questions:\n\n{comparison_table(results, 'all')}\n\n"
+            f"{meta['answers']}, every split:\n\n{scores_table(outcomes)}\n\n"
+            f"{failed} questions failed a check with {meta['answers']}; report: {md}, every failure with what "
+            f"was retrieved: {js}")
