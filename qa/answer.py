@@ -250,3 +250,27 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
             markers += f"[{len(citations)}]"
         pieces.append(f"{hit.text} {markers}")
     return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes, judged_by, best)
+
+
+class Assistant:
+    """An index and a reader, loaded once: search it, ask it. Shared by every question (read-only)."""
+
+    def __init__(self, retriever: Retriever, reader: Reader | None = None, policy: Policy = Policy(),
+                 notice: str = ""):
+        self.retriever, self.reader, self.policy = retriever, reader, policy
+        self.notice = notice  # why answers fall back to rules, when they do
+
+    @classmethod
+    def load(cls, index_dir, reader: bool = True, policy: Policy = Policy()) -> "Assistant":
+        """Open the index in index_dir and the reader (unless reader is False, or it cannot be loaded:
+        then answers come from the rules, and notice says why)."""
+        from qa.reader import open_reader
+
+        loaded, why = open_reader() if reader else (None, "answers by rules: no reader asked for")
+        return cls(Retriever.load(index_dir), loaded, policy, why)
+
+    def search(self, question: str, k: int = 5, **filters) -> list[Hit]:
+        return self.retriever.search(question, k=k, **filters)
+
+    def ask(self, question: str, k: int = 5, **filters) -> Answer:
+        return answer(self.retriever, question, k=k, policy=self.policy, reader=self.reader, **filters)

@@ -155,14 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--retrain trains a model on this corpus; it cannot be used with --model {args.model}")
             print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain)))
         elif args.command == "ask":
-            from qa.answer import answer
-            from qa.reader import open_reader
-            from qa.retrieve import Retriever
-            r = Retriever.load(args.index)
-            reader, why = open_reader()
-            if why:
-                log.warning(why)
-            ans = answer(r, args.question, k=args.k, reader=reader)
+            from qa.answer import Assistant
+            assistant = Assistant.load(args.index)
+            if assistant.notice:
+                log.warning(assistant.notice)
+            ans = assistant.ask(args.question, k=args.k)
             print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
         elif args.command == "train-reader":
             print(json.dumps(train_reader(Path(args.data), Path(args.work), args.set, args.calibrate_only), indent=1))
