@@ -203,3 +203,17 @@ def test_the_chat_follows_a_generation_published_elsewhere(live, tmp_path):
     header, outlets, _, _ = refresh(live, shown)
     assert "<b>3</b> articles" in header and "Coast Radio" in outlets["choices"][0]
     assert not answer(live.retriever, "Which road did flooding close?").abstained
+
+
+@pytest.mark.parametrize("name, data", [
+    ("bigint.jsonl", '{"text": "Numbers.", "n": ' + "9" * 5000 + "}\n"),
+    ("nested.jsonl", "[" * 200_000 + "\n"),
+])
+def test_the_chat_names_a_bad_file_as_qa_index_does(live, tmp_path, name, data):
+    from qa.articles import load_corpus
+    folder = tmp_path / "cli"
+    folder.mkdir()
+    (folder / name).write_text(data)
+    (problem,) = load_corpus(folder).problems  # what `qa index` prints after "problem: "
+    (added,) = live.add_files([upload(tmp_path, name, data)])
+    assert not added.accepted and added.messages == (f"{problem.path}: {problem.message}",)
