@@ -100,8 +100,8 @@ def test_off_topic_questions_are_refused_and_facts_answered(keyword_outcomes):
 
 
 def test_reports_list_every_failure_with_what_was_retrieved(keyword_index, keyword_outcomes, tmp_path):
-    meta = {"set": "eval/idlib.jsonl", "index": "index", "mode": "keyword-only", "questions": 78, "k": 10,
-            "command": "qa eval"}
+    meta = {"set": "eval/idlib.jsonl", "index": "index", "mode": "keyword-only", "answers": "keyword-only rules", "questions": 78,
+            "k": 10, "command": "qa eval"}
     md, js, text = write_reports(keyword_outcomes, Retriever.load(keyword_index), tmp_path, meta, Policy())
     data = json.loads(js.read_text(encoding="utf-8"))  # strict JSON: no NaN
     failed = [o for o in keyword_outcomes if failures(o)]

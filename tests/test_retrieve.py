@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from qa.embed import load_encoder
+from qa.embed import KEYWORD_ONLY, PRETRAINED, Mode, load_encoder
 from qa.expand import WordNeighbours
 from qa.retrieve import SELF_TRAINED_WEIGHTS, Retriever, same_fact
 from qa.tokens import tokenize
@@ -41,9 +41,10 @@ def test_right_sentence_first(retriever, question, expected):
 
 
 def test_mode(keyword_index, hybrid_index, tiny_model):
-    assert Retriever.load(keyword_index).mode == "keyword-only"
-    assert Retriever.load(hybrid_index, encoder=load_encoder(str(tiny_model))).mode.startswith("hybrid")
-    assert Retriever.load(hybrid_index, load_model=False).mode == "keyword-only"
+    assert Retriever.load(keyword_index).mode == Mode(KEYWORD_ONLY)
+    assert Retriever.load(hybrid_index, encoder=load_encoder(str(tiny_model))).mode == Mode(PRETRAINED, str(tiny_model))
+    assert str(Retriever.load(hybrid_index, encoder=load_encoder(str(tiny_model))).mode).startswith("hybrid (")
+    assert Retriever.load(hybrid_index, load_model=False).mode.kind == KEYWORD_ONLY
 
 
 def test_same_fact_in_two_articles_is_one_hit_listing_both(retriever):
