@@ -57,6 +57,7 @@ class Answer:
     notes: tuple[str, ...] = ()  # e.g. the question was cut to MAX_QUESTION_CHARS
     judged_by: str = RULES  # READER, or RULES when no reader was given (the fallback)
     best: float | None = None  # the reader's best score of the question (its only part), before the threshold
+    answering: frozenset[str] = frozenset()  # sentence ids of the hits the reader judged as answering
 
 
 def supported(hit: Hit, policy: Policy) -> bool:
@@ -219,6 +220,7 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
     ranked = []  # per part: its answer sentences first, then the rest as retrieved
     unanswered = []
     scores: dict[str, float] = {}
+    answering: set[str] = set()
     best = None
     for part in parts:
         if reader is None:
@@ -228,6 +230,8 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
             found, picked, judged = read(reader, part, retriever.search(part, k=max(k, policy.rerank), **filters),
                                          policy)
             scores |= judged
+            threshold = reader.threshold if policy.threshold is None else policy.threshold
+            answering |= {i for i, v in judged.items() if v >= threshold}
             best = max(judged.values(), default=0.0) if best is None else min(best, max(judged.values(), default=0.0))
         taken = {c.passage.sentence_id for c in chosen}
         picked = [h for h in picked if h.passage.sentence_id not in taken]
@@ -249,7 +253,8 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
             citations.append(Citation(len(citations) + 1, passage, scores.get(hit.passage.sentence_id, hit.score)))
             markers += f"[{len(citations)}]"
         pieces.append(f"{hit.text} {markers}")
-    return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes, judged_by, best)
+    return Answer(question, " ".join(pieces), tuple(citations), False, hits, notes, judged_by, best,
+                  frozenset(answering))
 
 
 class Assistant:

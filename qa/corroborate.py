@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from qa.answer import Answer, Citation, Policy, supported
+from qa.answer import READER, Answer, Citation, Policy, supported
 from qa.retrieve import Hit, Passage
 from qa.tokens import tokenize
 
@@ -126,12 +126,14 @@ def differences(passages: Sequence[Passage], numbers: Sequence[int]) -> tuple[Di
 def corroborate(ans: Answer, policy: Policy = Policy()) -> tuple[Agreement, ...]:
     """One Agreement per sentence of the answer, in answer order; () for an abstention.
 
-    "Reported by 2 of 3": 3 articles have a retrieved passage strong enough to answer with
-    (policy), 2 of them report this sentence.
+    "Reported by 2 of 3": 3 articles have a retrieved passage strong enough to answer with (that the
+    reader judged as answering; without a reader, supported by policy), 2 of them report this sentence.
     """
     if ans.abstained:
         return ()
-    matching = len({p.article_id for h in ans.hits if supported(h, policy) for p in h.sources})
+    strong = (lambda h: h.passage.sentence_id in ans.answering) if ans.judged_by == READER \
+        else (lambda h: supported(h, policy))
+    matching = len({p.article_id for h in ans.hits if strong(h) for p in h.sources})
     out = []
     for hit in _cited_hits(ans):
         ids = {p.sentence_id for p in hit.sources}
