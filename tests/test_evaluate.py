@@ -166,6 +166,43 @@ def test_load_set_rejects_duplicate_ids_and_missing_files(tmp_path):
         load_set(tmp_path / "missing.jsonl")
 
 
+def test_a_set_may_name_each_question_s_split(tmp_path):
+    path = tmp_path / "set.jsonl"
+    rows = [{"id": "a", "question": "q", "answerable": False, "split": "test"},
+            {"id": "b", "question": "q", "answerable": False, "split": "test"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert [i.split for i in load_set(path)] == ["test", "test"]  # named, not alternated
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "split": ""}) + "\n", encoding="utf-8")
+    with pytest.raises(SetError, match="every question a 'split' or none"):
+        load_set(path)
+    path.write_text(json.dumps({**rows[0], "split": "train"}) + "\n", encoding="utf-8")
+    with pytest.raises(SetError, match="'split' must be one of calibration, test"):
+        load_set(path)
+
+
+def test_bbc_set_is_held_out_by_article_with_near_misses():
+    """eval/bbc_news.jsonl: 150+ questions, 30%+ unanswerable (most near-misses), halves by article."""
+    items = load_set(ROOT / "eval" / "bbc_news.jsonl")
+    unanswerable = [i for i in items if not i.answerable]
+    assert len(items) >= 150 and len(unanswerable) >= 0.3 * len(items)
+    assert sum("near-miss" in i.tags for i in unanswerable) > len(unanswerable) / 2
+    split_of = {}
+    for i in items:
+        for alt in i.evidence:
+            for g in alt:
+                split_of.setdefault(g.article_id, set()).add(i.split)
+    assert all(len(s) == 1 for s in split_of.values())  # no article feeds both halves
+    for half in ("calibration", "test"):
+        part = [i for i in items if i.split == half]
+        assert len(part) >= 70 and sum(not i.answerable for i in part) >= 0.3 * len(part)
+    used = {json.loads(line)["article_id"] for name in ("bbc_paraphrase.jsonl", "bbc_paraphrase_limits.jsonl")
+            for line in (ROOT / "eval" / name).read_text(encoding="utf-8").splitlines() if line.strip()}
+    assert not used & set(split_of)  # no article an earlier set used
+    for i in items:
+        if i.answerable:
+            assert any(contains_answer(" ".join(g.sentence for g in alt), list(i.answers)) for alt in i.evidence), i.id
+
+
 def test_evidence_missing_from_the_index_is_reported(keyword_index, tmp_path):
     path = tmp_path / "set.jsonl"
     rows = [{"id": "typo", "question": "q", "answerable": True, "answers": ["a"],
