@@ -111,12 +111,13 @@ def _say(history: list[dict], text: str) -> list[dict]:
 def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn], sources: list[str] | None,
             since: str, until: str):
     """Answer message, yielding (question box, chat, turns, sources panel, Markdown export) as the
-    answer's sentences are composed; gr.skip() leaves an output as it is. The chat keeps the last
-    KEEP_MESSAGES messages; a question over MAX_QUESTION_CHARS gets a message, not a search."""
+    answer's sentences are composed; gr.skip() leaves an output as it is (the page takes the first
+    three as they come, the panel and the export from the turns at the end: see build_ui). The chat
+    keeps the last KEEP_MESSAGES messages; a question over MAX_QUESTION_CHARS gets a message, not a search."""
     question = " ".join((message or "")[:4 * MAX_QUESTION_CHARS].split())
     if not question:
         gr.Info("Type a question about the articles first.")
-        yield gr.skip(), history, turns, gr.skip(), gr.skip()
+        yield "", history, turns, gr.skip(), gr.skip()
         return
     history = (history + [{"role": "user", "content": question_markdown(question)}])[-KEEP_MESSAGES + 1:]
     if len(message) > MAX_QUESTION_CHARS:
@@ -197,19 +198,28 @@ def source_choices(live: LiveIndex) -> dict:
                      info="Outlets to search" if names else "The articles name no outlets")
 
 
-def refresh(live: LiveIndex, shown: int | None):
-    """(header, outlets, chat examples, shown) for a page showing the index with id shown; gr.skip()
-    for each when the page is up to date."""
-    r = live.retriever
-    if id(r) == shown:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    v = view(r, live.reader)
-    return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None), id(r)
+def served(live: LiveIndex) -> int:
+    """Which index the server answers from now (changes when a new generation is loaded)."""
+    return id(live.retriever)
+
+
+def refresh(live: LiveIndex):
+    """(header, outlets, chat examples) for the index served now."""
+    v = view(live.retriever, live.reader)
+    return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None)
+
+
+def sources_panel(turns: list[Turn]) -> tuple[str, str]:
+    """(sources panel, Markdown export of the last answer) for a conversation's turns."""
+    return sources_html(turns), export_markdown(turns[-1]) if turns else ""
 
 
 def build_ui(live: LiveIndex) -> gr.Blocks:
     def on_ask(message, history, turns, sources, since, until):
-        yield from respond(live, message, history, turns, sources, since, until)
+        # Only plain values stream out: in Gradio 6.31 every gr.skip()/gr.update() output makes a new
+        # component for the session, and each kept its output alive (measured: ~150 KB per question).
+        for box_value, chat_value, turns_value, _, _ in respond(live, message, history, turns, sources, since, until):
+            yield box_value, chat_value, turns_value
 
     def on_upload(files: list[str] | None):
         if not files:
@@ -217,13 +227,13 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
         results = live.add_files([(Path(f).name, Path(f)) for f in files])
         return upload_report(results), header(live), source_choices(live)
 
-    def on_refresh(shown):
-        return refresh(live, shown)
+    def on_refresh():
+        return refresh(live)
 
     first = view(live.retriever, live.reader)
     with gr.Blocks(title="Ask the news archive", analytics_enabled=False, delete_cache=(3600, 86400)) as ui:
         turns = gr.State([])
-        shown = gr.State(None)  # id of the Retriever whose header, outlets and examples the page shows
+        shown = gr.State(None)  # which index the page shows (served()); when it changes, the page follows
         gr.Markdown("## Ask the news archive\nEvery answer is quoted from the articles, with its sources.")
         stats = gr.HTML(header(live), elem_id="archive-header")
         with gr.Row(equal_height=False):
@@ -264,20 +274,23 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
                                              file_types=list(SUPPORTED_SUFFIXES), elem_id="upload")
                     upload_status = gr.Markdown(elem_id="upload-status")
 
-        outputs = [box, chat, turns, panel, md]
+        outputs = [box, chat, turns]
         inputs = [box, chat, turns, outlets, since, until]
-        box.submit(on_ask, inputs, outputs)
-        ask.click(on_ask, inputs, outputs)
-        chat.example_select(example_text, None, box).then(on_ask, inputs, outputs)
+        box.submit(on_ask, inputs, outputs).then(sources_panel, [turns], [panel, md], api_visibility="private")
+        ask.click(on_ask, inputs, outputs).then(sources_panel, [turns], [panel, md], api_visibility="private")
+        chat.example_select(example_text, None, box).then(on_ask, inputs, outputs).then(
+            sources_panel, [turns], [panel, md], api_visibility="private")
         fresh = (lambda: ([], [], sources_html([]), ""), None, [chat, turns, panel, md])
         clear.click(*fresh)
         chat.clear(*fresh)
         copy.click(None, [md], None, js="(text) => { if (text) navigator.clipboard.writeText(text); }")
         upload.upload(on_upload, [upload], [upload_status, stats, outlets])
-        # A generation published by `qa index` or another page's upload reaches every open page.
-        ui.load(on_refresh, [shown], [stats, outlets, chat, shown], api_visibility="private")
-        gr.Timer(REFRESH_EVERY).tick(on_refresh, [shown], [stats, outlets, chat, shown], api_visibility="private",
+        # A generation published by `qa index` or another page's upload reaches every open page: the
+        # timer only sets `shown` (a plain value, cheap); the page is redrawn when that changes.
+        ui.load(lambda: served(live), None, [shown], api_visibility="private")
+        gr.Timer(REFRESH_EVERY).tick(lambda: served(live), None, [shown], api_visibility="private",
                                      show_progress="hidden")
+        shown.change(on_refresh, None, [stats, outlets, chat], api_visibility="private", show_progress="hidden")
     return ui
 
 

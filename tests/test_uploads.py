@@ -187,20 +187,17 @@ def test_upload_racing_a_cli_build_keeps_both(live, tmp_path):
 
 
 def test_the_chat_follows_a_generation_published_elsewhere(live, tmp_path):
-    import gradio as gr
-    from qa.chat import refresh
+    from qa.chat import refresh, served
     from qa.index import build_index
     live.check_every = 0
-    r = live.retriever
-    header, _, _, shown = refresh(live, None)
-    assert "<b>2</b> articles" in header
-    assert refresh(live, shown) == (gr.skip(),) * 4  # nothing new: the page is left as it is
+    r, shown = live.retriever, served(live)
+    assert served(live) == shown and "<b>2</b> articles" in refresh(live)[0]  # nothing new: the page stays
     other = tmp_path / "more"
     other.mkdir()
     (other / "x.txt").write_text("source: Coast Radio\n\nFlooding closed the coastal road near Latakia on Sunday.")
     build_index(other, live.index_dir, live.splitter, None, progress=False)  # e.g. `qa index more/`
-    assert live.retriever is not r and live.retriever.stats().articles == 3
-    header, outlets, _, _ = refresh(live, shown)
+    assert served(live) != shown and live.retriever is not r and live.retriever.stats().articles == 3
+    header, outlets, _ = refresh(live)
     assert "<b>3</b> articles" in header and "Coast Radio" in outlets["choices"][0]
     assert not answer(live.retriever, "Which road did flooding close?").abstained
 
