@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qa import squad  # noqa: E402
-from qa.answer import Policy, answer, read  # noqa: E402
+from qa.answer import REJECTED, Policy, answer, asks, fit, read  # noqa: E402
 from qa.articles import load_corpus  # noqa: E402
 from qa.embed import DEFAULT_MODEL, load_encoder  # noqa: E402
 from qa.index import build_index  # noqa: E402
@@ -147,6 +147,16 @@ def answers(r: Retriever, reader, questions: list[squad.Question], policy: Polic
         rows.append(_answer_row(f"{name}" + (f" (threshold {reader.threshold})" if use_reader else ""),
                                 questions, truth, got_abstained, [a.text for a in got], ms))
     r.encoder = encoder
+    # The rules' check of what the question asks for (a number for "how many"), on the reader's answer:
+    # does it still add something? (Policy.reader_checks; off by default.)
+    checked = []
+    for q, a, b in zip(questions, got, best):
+        want = asks(q.text)
+        kept = [h for h in a.hits if h.passage.sentence_id in {c.passage.sentence_id for c in a.citations}
+                and fit(h.text, want, q.text) > REJECTED]
+        checked.append((b < reader.threshold or not kept, " ".join(h.text for h in kept)))
+    rows.append(_answer_row("hybrid + reader + the rules' answer checks", questions, truth,
+                            [c[0] for c in checked], [c[1] for c in checked], None) + " |")
     curve = ["| reader threshold | overall right | answerable right | abstention P | R | F1 |", "|---|---|---|---|---|---|"]
     for t in THRESHOLDS:
         curve.append(_answer_row(str(t), questions, truth, [b < t for b in best], texts_at, None))

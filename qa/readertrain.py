@@ -31,8 +31,11 @@ class Settings:
     seed: int = 13
     epochs: int = 1
     batch_size: int = 16
-    learning_rate: float = 5e-5
-    warmup: float = 0.1  # share of the steps with a rising learning rate
+    # 5e-5 learnt only the share of positives in one epoch (training loss 0.40, AUC 0.57 on training
+    # examples): the head is new and MiniLM's [CLS] was never trained to mean anything. On 64 examples,
+    # 3e-4 fits in 40 steps where 5e-5 barely moves.
+    learning_rate: float = 1.5e-4
+    warmup: float = 0.05  # share of the steps with a rising learning rate
     paragraph_negatives: int = 2
     retrieved_negatives: int = 3
     retrieve_k: int = 8
