@@ -35,7 +35,7 @@ class LoginLimiter:
             now = self._clock()
             self._forget(now)
             if max(self._paused.get(username, 0.0), self._paused[""]) > now:
-                log.warning("login refused for %r: paused after repeated wrong passwords", username[:80])
+                log.debug("login refused for %r: paused after repeated wrong passwords", username[:80])
                 return False
             # Both compared, always: the time taken does not tell which one was wrong.
             right = hmac.compare_digest(username.encode(), self._user) & hmac.compare_digest(password.encode(),

@@ -163,3 +163,17 @@ def test_a_huge_question_gets_a_message_and_is_not_kept(live):
 def test_the_question_box_is_capped_in_the_browser(live):
     props = {c["props"].get("elem_id"): c["props"] for c in build_ui(live).config["components"]}
     assert props["question"]["max_length"] == MAX_QUESTION_CHARS
+
+
+def test_answers_stream_plain_values_and_the_panel_follows_each_ask(live):
+    """No streamed step returns gr.skip(): in Gradio 6.31 each one kept its session's outputs alive."""
+    ui = build_ui(live)
+    names = {c["id"]: c["props"].get("elem_id") for c in ui.config["components"]}
+    deps = ui.config["dependencies"]
+    asks = [d for d in deps if (d["api_name"] or "").startswith("on_ask")]
+    assert len(asks) == 3 and all("sources" not in [names.get(o) for o in d["outputs"]] for d in asks)
+    for d in asks:
+        (after,) = [x for x in deps if x.get("trigger_after") == d["id"]]
+        assert [names.get(o) for o in after["outputs"]] == ["sources", "answer-md"]
+    steps = ask(live, SCHOOL)
+    assert all(not isinstance(v, dict) for step in steps for v in step[:3])
