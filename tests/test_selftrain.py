@@ -108,7 +108,7 @@ def test_index_trains_a_model_uses_it_and_reuses_it_on_incremental_adds(tmp_path
     assert (live_generation(index) / MODEL_DIR / "README.md").exists()
 
     r = Retriever.load(index)
-    assert r.mode == "hybrid (self-trained on this corpus)" and r.weights == SELF_TRAINED_WEIGHTS
+    assert str(r.mode) == "hybrid (self-trained on this corpus)" and r.weights == SELF_TRAINED_WEIGHTS
     assert "self-trained on this corpus" in r.stats().mode_reason
     hits = r.search("mortgage lenders and savers")
     assert hits and all(h.dense is not None for h in hits) and hits[0].article_id.startswith("economy")
