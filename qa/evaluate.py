@@ -449,8 +449,8 @@ def run(set_path: str | Path, index_dir: str | Path, out_dir: str | Path | None 
     """Entry point of `qa eval`: load the set and the index, ask everything each way (configs), write
     the reports of the last way (the product's) with the others beside it. Returns the text to print."""
     items = load_set(set_path)
-    if reader is None:
-        reader, why = open_reader()
+    if reader is None:  # compared whether or not it answers by default
+        reader, why = open_reader("on")
         if why:
             print(why)
     results = [(c, evaluate(items, c.retriever, policy, k=k, progress=progress, reader=c.reader, desc=c.name))
