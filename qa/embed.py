@@ -40,6 +40,7 @@ class ModelUnavailable(RuntimeError):
 class EncoderInfo:
     name: str  # what the user asked for: a hub name or a local path
     dim: int
+    fingerprint: str = ""  # sha256 of the weights (a model's identity, not its name); '' when unknown
 
 
 PRETRAINED, SELF_TRAINED, KEYWORD_ONLY = "pretrained", "self-trained", "keyword-only"
@@ -60,9 +61,9 @@ class Mode:
 class Encoder:
     """A loaded sentence-transformers model that turns text into unit vectors."""
 
-    def __init__(self, model, name: str):
+    def __init__(self, model, name: str, fingerprint: str = ""):
         self.model = model
-        self.info = EncoderInfo(name=name, dim=int(model.get_embedding_dimension()))
+        self.info = EncoderInfo(name=name, dim=int(model.get_embedding_dimension()), fingerprint=fingerprint)
 
     def encode_documents(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
         """(n, d) float32, L2-normalised."""
@@ -79,6 +80,17 @@ class Encoder:
         vectors = fn(list(texts), batch_size=batch_size, show_progress_bar=progress,
                      convert_to_numpy=True, normalize_embeddings=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over a model folder's weight files (*.safetensors, *.bin, by relative path): what the
+    model is, whatever it is called."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(folder).as_posix()}:{_checked(str(p), st.st_size, st.st_mtime_ns, '')}\n".encode())
+    return h.hexdigest() if files else ""
 
 
 def file_sha256(path: Path) -> str:
@@ -141,11 +153,13 @@ def load_encoder(name: str, device: str | None = None) -> Encoder:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        return Encoder(SentenceTransformer(str(bundled_model_dir()), device=device, local_files_only=True),
-                       DEFAULT_MODEL)
+        folder = bundled_model_dir()
+        return Encoder(SentenceTransformer(str(folder), device=device, local_files_only=True), DEFAULT_MODEL,
+                       weights_fingerprint(folder))
     if Path(name).expanduser().exists():
         try:
-            return Encoder(SentenceTransformer(str(Path(name).expanduser()), device=device), name)
+            folder = Path(name).expanduser()
+            return Encoder(SentenceTransformer(str(folder), device=device), name, weights_fingerprint(folder))
         except (OSError, ValueError) as e:
             raise ModelUnavailable(f"{name} exists but is not a sentence-transformers model: {e}") from e
     try:

@@ -70,6 +70,7 @@ class Manifest:
     faiss_index: str | None
     bm25: dict = field(default_factory=dict)
     model_path: str | None = None  # a self-trained model's folder inside the generation
+    model_fingerprint: str | None = None  # sha256 of the model's weights: the same name may be other weights
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
@@ -167,8 +168,12 @@ def _in_scope(origin: str, root: Path) -> bool:
     return origin == r or origin.startswith(r.rstrip(os.sep) + os.sep)
 
 
-def check_compatible(manifest: Manifest, model: str | None, splitter: Splitter, index_dir: Path) -> None:
+def check_compatible(manifest: Manifest, model: str | None, splitter: Splitter, index_dir: Path,
+                     fingerprint: str = "") -> None:
     fix = "rebuild it with --rebuild, or index into another folder with --index DIR"
+    if manifest.model == model and fingerprint and manifest.model_fingerprint not in (None, "", fingerprint):
+        raise IndexUnusable(f"the index in {index_dir} was built with other weights under the name {model} "
+                            f"(sha256 {manifest.model_fingerprint[:12]}…, now {fingerprint[:12]}…): {fix}")
     if manifest.splitter != splitter.name:
         raise IndexUnusable(f"the index in {index_dir} was split with {manifest.splitter!r}, "
                             f"now the splitter is {splitter.name!r}: {fix}")
@@ -237,7 +242,8 @@ def _build(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encode
     removed: list[str] = []
     if old_gen is not None:
         # A model trained in this build embeds every sentence anew, whatever embedded them before.
-        check_compatible(old_manifest, old_manifest.model if train_model else model, splitter, index_dir)
+        check_compatible(old_manifest, old_manifest.model if train_model else model, splitter, index_dir,
+                         "" if train_model or encoder is None else encoder.info.fingerprint)
         old_db = store.connect(old_gen / "store.sqlite", readonly=True)
         stored = store.article_hashes(old_db)
         removed = [i for i, (_, origin) in stored.items() if i not in seen and _in_scope(origin, root)]
@@ -306,7 +312,8 @@ def _build(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encode
             splitter=splitter.name, articles=n_articles, sentences=len(texts), corpus_fingerprint=fingerprint,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             faiss_index=None if vectors is None else ("IndexHNSWFlat" if len(texts) >= HNSW_THRESHOLD else "IndexFlatIP"),
-            bm25=keyword_settings(), model_path=selftrain.MODEL_DIR if model == selftrain.SELF_TRAINED else None)
+            bm25=keyword_settings(), model_path=selftrain.MODEL_DIR if model == selftrain.SELF_TRAINED else None,
+            model_fingerprint=(encoder.info.fingerprint or None) if encoder else None)
         (new_gen / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), encoding="utf-8")
         _sync_tree(new_gen)
         _publish(index_dir, new_gen)

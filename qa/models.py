@@ -42,10 +42,21 @@ def for_build(requested: str | None, indexed: str | None, rebuild: bool = False,
         return BuildModel(None, selftrain.Training(), reason)
 
 
-def for_index(model: str | None, model_path: str | None, gen: Path, index_dir: Path) -> tuple[Encoder | None, str]:
-    """The encoder that searches an index built with model (its manifest's), or None and why."""
+def for_index(model: str | None, model_path: str | None, gen: Path, index_dir: Path,
+              fingerprint: str | None = None) -> tuple[Encoder | None, str]:
+    """The encoder that searches an index built with model (its manifest's, whose weights had
+    fingerprint), or None and why."""
     if model is None:
         return None, ""
+    encoder, why = _load_for_index(model, model_path, gen, index_dir)
+    if encoder is not None and fingerprint and encoder.info.fingerprint and encoder.info.fingerprint != fingerprint:
+        return None, (f"keyword-only: {model} now has other weights than the index was built with (sha256 "
+                      f"{encoder.info.fingerprint[:12]}…, not {fingerprint[:12]}…); rebuild with qa index CORPUS "
+                      f"--index {index_dir} --rebuild")
+    return encoder, why
+
+
+def _load_for_index(model: str, model_path: str | None, gen: Path, index_dir: Path) -> tuple[Encoder | None, str]:
     if model == selftrain.SELF_TRAINED:
         try:
             return selftrain.load(gen / (model_path or selftrain.MODEL_DIR)), ""

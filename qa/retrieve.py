@@ -153,12 +153,18 @@ class Retriever:
         notice = ""
         if manifest.model is None:
             encoder = None
+        elif encoder is not None and manifest.model_fingerprint and encoder.info.fingerprint \
+                and encoder.info.fingerprint != manifest.model_fingerprint:
+            raise IndexUnusable(f"the index in {index_dir} was built with other weights than {encoder.info.name}'s "
+                                f"now (sha256 {manifest.model_fingerprint[:12]}…, not {encoder.info.fingerprint[:12]}…): "
+                                f"rebuild with qa index CORPUS --index {index_dir} --rebuild")
         elif encoder is not None and (encoder.info.name, encoder.info.dim) != (manifest.model, manifest.dim):
             raise IndexUnusable(f"the index in {index_dir} was built with {manifest.model} ({manifest.dim} d), "
                                 f"not {encoder.info.name} ({encoder.info.dim} d): pass --model {manifest.model} "
                                 f"or rebuild with qa index CORPUS --index {index_dir} --rebuild")
         elif encoder is None and load_model:
-            encoder, notice = models.for_index(manifest.model, manifest.model_path, gen, Path(index_dir))
+            encoder, notice = models.for_index(manifest.model, manifest.model_path, gen, Path(index_dir),
+                                               manifest.model_fingerprint)
             if notice:
                 log.warning(notice)
         elif encoder is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.embed import Encoder, ModelUnavailable
+from qa.embed import Encoder, ModelUnavailable, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,8 @@ def load(path: str | Path, device: str = "cpu") -> Encoder:
     if not (path / "modules.json").is_file():
         raise ModelUnavailable(f"{path} holds no sentence-transformers model")
     try:
-        return Encoder(SentenceTransformer(str(path), device=device, local_files_only=True), SELF_TRAINED)
+        return Encoder(SentenceTransformer(str(path), device=device, local_files_only=True), SELF_TRAINED,
+                       weights_fingerprint(path))
     except (OSError, ValueError, KeyError) as e:
         raise ModelUnavailable(f"the model in {path} cannot be loaded: {e}") from e
 

@@ -39,3 +39,30 @@ def test_an_index_without_its_model_is_searched_by_keywords_with_a_notice(tmp_pa
     encoder, notice = models.for_index(SELF_TRAINED, None, tmp_path / "gen-1", tmp_path)
     assert encoder is None and "--retrain" in notice
     assert models.for_index(None, None, tmp_path, tmp_path) == (None, "")
+
+
+def test_a_model_is_its_weights_not_its_name(tmp_path, corpus_dir):
+    """The same path with other weights is not the model an index was built with."""
+    import shutil
+
+    from conftest import make_tiny_model
+    from qa.embed import load_encoder
+    from qa.index import IndexUnusable, build_index, read_manifest
+    from qa.retrieve import Retriever
+    from qa.sentences import load_splitter
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.glob("*.txt"))]
+    path = make_tiny_model(tmp_path / "model", texts)
+    build_index(corpus_dir, tmp_path / "index", load_splitter(), load_encoder(str(path)), progress=False)
+    first = read_manifest(tmp_path / "index").model_fingerprint
+    assert first and first == load_encoder(str(path)).info.fingerprint
+    shutil.rmtree(path)
+    make_tiny_model(path, texts, seed=1)  # same name, other weights
+    other = load_encoder(str(path))
+    assert other.info.fingerprint != first
+    with pytest.raises(IndexUnusable, match="other weights"):
+        Retriever.load(tmp_path / "index", encoder=other)
+    r = Retriever.load(tmp_path / "index")  # loading the index's model finds other weights: keywords only, saying so
+    assert r.encoder is None and "other weights" in r.notice
+    with pytest.raises(IndexUnusable, match="other weights"):
+        build_index(corpus_dir, tmp_path / "index", load_splitter(), other, progress=False)
