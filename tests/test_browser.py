@@ -152,7 +152,7 @@ def upload(page, files, name: str) -> str:
 def test_chat_in_the_browser(app, page):
     url, work = app
     header = page.locator("#archive-header").inner_text()
-    assert "2 articles" in header and "keyword-only" in header
+    assert "2 articles" in header and "keywords only" in header and "answers: rules" in header
 
     # An example question, clicked: an answer that streams in, with [n] markers and source cards.
     example = "How many civilians were killed near the hospital?"
