@@ -171,13 +171,18 @@ def pick(question: str, hits: tuple[Hit, ...], policy: Policy) -> list[Hit]:
     return [h for h in candidates if h.score >= policy.relative_score * best][:policy.max_sentences]
 
 
+def answering_threshold(reader: Reader, policy: Policy) -> float:
+    """The reader score from which a sentence answers: the policy's, else the reader's calibrated one."""
+    return reader.threshold if policy.threshold is None else policy.threshold
+
+
 def read(reader: Reader, question: str, hits: list[Hit], policy: Policy) -> tuple[list[Hit], list[Hit], dict[str, float]]:
     """The reader's verdict on hits: (all of them by the reader's score, the answering ones, score by
     sentence id). A sentence answers when it reaches the threshold and `reader_relative` of the best."""
     scores = reader.scores(question, [Candidate(h.text, h.before, h.after) for h in hits])
     ranked = [hits[i] for i in sorted(range(len(hits)), key=lambda i: -scores[i])]
     by_id = {h.passage.sentence_id: float(s) for h, s in zip(hits, scores)}
-    threshold = reader.threshold if policy.threshold is None else policy.threshold
+    threshold = answering_threshold(reader, policy)
     best = max(by_id.values(), default=0.0)
     picked = [h for h in ranked if by_id[h.passage.sentence_id] >= max(threshold, policy.reader_relative * best)]
     if policy.reader_checks:
@@ -231,8 +236,7 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
             found, picked, judged = read(reader, part, retriever.search(part, k=max(k, policy.rerank), **filters),
                                          policy)
             scores |= judged
-            threshold = reader.threshold if policy.threshold is None else policy.threshold
-            answering |= {i for i, v in judged.items() if v >= threshold}
+            answering |= {i for i, v in judged.items() if v >= answering_threshold(reader, policy)}
             best = max(judged.values(), default=0.0) if best is None else min(best, max(judged.values(), default=0.0))
         taken = {c.passage.sentence_id for c in chosen}
         picked = [h for h in picked if h.passage.sentence_id not in taken]

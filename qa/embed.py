@@ -88,8 +88,7 @@ def weights_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
     for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(folder).as_posix()}:{_checked(str(p), st.st_size, st.st_mtime_ns, '')}\n".encode())
+        h.update(f"{p.relative_to(folder).as_posix()}:{cached_sha256(p)}\n".encode())
     return h.hexdigest() if files else ""
 
 
@@ -101,15 +100,20 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=8)
-def _checked(path: str, size: int, mtime_ns: int, expected: str) -> str:
+@lru_cache(maxsize=32)
+def _sha256_of_version(path: str, size: int, mtime_ns: int) -> str:
+    """file_sha256, once per version of a file per process (a model's weights are checked and fingerprinted)."""
     return file_sha256(Path(path))
+
+
+def cached_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_of_version(str(path), st.st_size, st.st_mtime_ns)
 
 
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise ModelUnavailable unless the file at path has sha256 expected (checked once per version)."""
-    st = path.stat()
-    found = _checked(str(path), st.st_size, st.st_mtime_ns, expected)
+    found = cached_sha256(path)
     if found != expected:
         raise ModelUnavailable(f"{path} has sha256 {found}, not the expected {expected}: the file was changed "
                                f"or damaged, so it is not loaded. Reinstall it with: "
