@@ -169,13 +169,13 @@ def test_unsupported_suffixes(tmp_path):
 def test_unreadable_and_oversized_files_are_skipped(tmp_path, monkeypatch):
     write(tmp_path, "big.txt", "x" * 100)
     write(tmp_path, "small.txt", "Short.")
-    monkeypatch.setattr(articles, "MAX_FILE_BYTES", 50)
+    monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 50)
     result = load_corpus(tmp_path)
     assert [a.id for a in result.articles] == ["small"] and "limit" in messages(result, "big.txt")[0]
 
-    def refuse(self):
+    def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(Path, "open", refuse)
     result = load_corpus(tmp_path)
     assert result.articles == ()
     assert messages(result, "small.txt") == ["skipped: cannot read file (Permission denied)"]
@@ -273,3 +273,87 @@ def test_symbolic_link_loops_and_dangling_links_are_reported(tmp_path):
     for name in ("loop.txt", "x.txt", "y.txt"):
         assert "symbolic link loop" in messages(result, name)[0]
     assert "symbolic link to nothing" in messages(result, "gone.md")[0]
+
+
+# --- streaming: files bigger than one article, read one line or row at a time ---------------------------
+
+def test_jsonl_bigger_than_the_article_limit_loads_and_a_long_line_is_skipped_at_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 10_000)
+    lines = [json.dumps({"id": f"n{i}", "text": f"Story number {i} about the ferry to Hel."}) for i in range(4000)]
+    lines[1234] = json.dumps({"id": "long", "text": "word " * 5000})  # 25 kB: one article over the limit
+    path = write(tmp_path, "feed.jsonl", "\n".join(lines) + "\n")
+    assert path.stat().st_size > 20 * articles.MAX_ARTICLE_BYTES
+    result = load_corpus(tmp_path)
+    assert [a.id for a in result.articles] == [f"n{i}" for i in range(4000) if i != 1234]
+    (problem,) = result.problems
+    assert problem.path == "feed.jsonl:1235" and "over the" in problem.message and "per article" in problem.message
+
+
+def test_csv_bigger_than_the_article_limit_streams_and_a_long_row_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 10_000)
+    rows = [f'r{i},"Story {i}, with a comma\nand a second line."\n' for i in range(3000)]
+    rows[100] = 'long,"' + "many\nlines\n" * 2000 + '"\n'  # a quoted field over the limit across 4000 lines
+    write(tmp_path, "feed.csv", "id,text\n" + "".join(rows))
+    result = load_corpus(tmp_path)
+    assert [a.id for a in result.articles] == [f"r{i}" for i in range(3000) if i != 100]
+    assert result.articles[-1].text == "Story 2999, with a comma\nand a second line."
+    (problem,) = result.problems
+    assert problem.path == "feed.csv:202" and "row of" in problem.message and "per article" in problem.message
+    assert load_corpus(tmp_path).articles[150].id == "r151"
+
+
+def test_csv_records_split_where_the_csv_module_splits_them(tmp_path):
+    import csv
+    import io
+    import random
+    rng = random.Random(11)
+    for n in range(300):
+        text = "".join(rng.choice(['"', '"', ",", "a", "b ", "\n", "\r\n", "\r", '""']) for _ in range(rng.randrange(60)))
+        path = write(tmp_path, f"t{n}.csv", text)
+        file = articles.CorpusFile(path.name, path, path.stat().st_size, 0)
+        records = articles._csv_records(file, lambda where, message: None, 10_000)
+        got = [row for _, record in records for row in csv.reader((record,))]
+        assert got == list(csv.reader(io.StringIO(text, newline=""))), repr(text)
+
+
+def test_reader_streams_lazily_and_lists_files_with_their_digest(tmp_path):
+    write(tmp_path, "a.txt", PLAIN)
+    lines = ['{"id": "first", "text": "The ferry to Hel resumed on Monday."}'] + ["not json"] * 3
+    path = write(tmp_path, "b.jsonl", "\n".join(lines))
+    reader = articles.CorpusReader(tmp_path)
+    assert [(f.rel, f.size) for f in reader.files] == [("a.txt", len(PLAIN)), ("b.jsonl", path.stat().st_size)]
+    assert reader.files[1].sha1() == hashlib.sha1(path.read_bytes()).hexdigest()
+    stream = reader.articles(reader.files[1:])
+    assert next(stream).id == "first" and reader.problems == []  # the broken lines are not read yet
+    assert list(stream) == [] and [p.path for p in reader.problems] == ["b.jsonl:2", "b.jsonl:3", "b.jsonl:4"]
+    assert [a.id for a in reader.articles(reader.files[:1])] == ["a"]
+    assert list(reader.articles()) == [] and reader.duplicates == [("a", "a"), ("first", "first")]
+
+
+def test_a_jsonl_line_that_is_not_utf8_falls_back_alone_with_one_note(tmp_path):
+    good = json.dumps({"id": "u", "text": "Zürich said “yes”."}, ensure_ascii=False).encode()
+    old = json.dumps({"id": "c", "text": "Café owners said “enough”."}, ensure_ascii=False).encode("cp1252")
+    write(tmp_path, "feed.jsonl", b"\n".join([good, old, old.replace(b'"c"', b'"d"')]))
+    result = load_corpus(tmp_path)
+    assert [a.text for a in result.articles] == ["Zürich said “yes”.", "Café owners said “enough”."]
+    assert messages(result, "feed.jsonl") == ["not valid UTF-8; decoded as cp1252"]
+    assert result.duplicates == (("d", "c"),)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("feed.jsonl", '{"text": "The ferry to Hel resumed."}\r\n{"text": "Flooding closed\\nthe road."}'),
+    ("feed.csv", "text,title\r\nThe ferry to Hel resumed.,A\r\n\r\n\"Flooding closed\r\nthe road.\",B\r\n")])
+def test_utf16_and_crlf_streams_read_like_utf8(tmp_path, name, content):
+    write(tmp_path, "a/" + name, content)
+    write(tmp_path, "b/" + name, content.encode("utf-16"))
+    utf8, utf16 = load_corpus(tmp_path / "a"), load_corpus(tmp_path / "b")
+    assert [a.text for a in utf8.articles] == ["The ferry to Hel resumed.", "Flooding closed\nthe road."]
+    assert (utf16.articles, utf16.problems) == (utf8.articles, utf8.problems) and utf8.problems == ()
+
+
+def test_an_article_file_over_the_limit_is_skipped_per_article(tmp_path, monkeypatch):
+    write(tmp_path, "big.md", "x" * 2000)
+    write(tmp_path, "feed.jsonl", "\n".join(json.dumps({"text": f"Story {i}."}) for i in range(200)))
+    monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 1000)
+    result = load_corpus(tmp_path)
+    assert len(result.articles) == 200 and "limit per article" in messages(result, "big.md")[0]
