@@ -93,7 +93,7 @@ def scope_words(sources: list[str], since: str, until: str) -> str:
 
 
 def undated(r: Retriever) -> int:
-    return sum(1 for d in r.article_date if not d)
+    return r.stats().undated
 
 
 def example_questions(r: Retriever, reader: Reader | None) -> list[str]:

@@ -159,10 +159,9 @@ def resolve_evidence(items: list[Item], retriever: Retriever) -> dict[Gold, str]
     ids, problems = {}, []
     for item in items:
         for gold in {g for alt in item.evidence for g in alt}:
-            row = retriever.db.execute("SELECT id FROM sentences WHERE article_id = ? AND text = ?",
-                                       (gold.article_id, gold.sentence)).fetchone()
-            if row:
-                ids[gold] = row[0]
+            found = retriever.find_sentence(gold.article_id, gold.sentence)
+            if found:
+                ids[gold] = found
             elif retriever.article(gold.article_id) is None:
                 problems.append(f"{item.id}: article {gold.article_id!r} is not in the index; index the "
                                 f"corpus this set was written for (qa index CORPUS --index DIR)")

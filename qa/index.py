@@ -1,20 +1,30 @@
-"""Build and open the on-disk index: SQLite store, FAISS vectors, BM25 keyword indexes, manifest.
+"""The on-disk index: immutable segments listed by a manifest, published one generation at a time.
 
-Layout: ``index/CURRENT`` names the live generation folder ``index/gen-NNNNNN``. A build
-writes a whole new generation beside the live one and then replaces CURRENT in one atomic
-rename, so a build that dies midway leaves the previous index usable. Unchanged articles
-keep their vectors: only new and changed articles are embedded.
+A segment (``seg-*``) holds a batch of articles: its SQLite store (qa.store), its keyword
+postings at three levels (each sentence, the sentence with its neighbours, its article), its
+sentence tokens and, with a model, its vectors in a FAISS index. A segment is written once and
+never changed, the way Lucene and Elasticsearch keep theirs; it describes itself in
+``segment.json``. An add writes new segments; a changed or removed article is masked out of
+the segment that holds it (``deleted.npy``, the one file of a segment that belongs to a
+generation); a merge policy folds small segments together at the end of a build.
+
+Layout: ``index/CURRENT`` names the live generation ``index/gen-*``: its ``manifest.json`` and
+one folder per segment, whose files are hard links to the same files in the generation before,
+so a generation costs nothing but its new segments. Publishing is one atomic rename of CURRENT;
+a build that dies midway leaves the previous generation usable.
 
 One writer at a time: a build holds an OS lock on ``index/LOCK`` from reading the corpus to
-publishing, so the CLI and the chat's uploads never interleave. ``index/PREVIOUS`` names the
-generation that was live before, kept because readers may still have it open; every other
-generation (a killed build's) is deleted by the next build, under the lock.
+publishing. ``index/PREVIOUS`` names the generation that was live before, kept because readers
+may still have it open; every other generation (a killed build's) is deleted by the next build.
+
+faiss is imported here only; bm25s only as the reference the keyword postings are tested against.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -24,25 +34,39 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-import bm25s
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 from qa import selftrain, store
-from qa.articles import Article, LoadResult, Problem, load_corpus, text_key
+from qa import articles
+from qa.articles import Article, Problem, text_key
 from qa.embed import Encoder, ModelUnavailable
 from qa.sentences import Splitter
 from qa.tokens import VERSION as TOKENS_VERSION, tokenize
 
 log = logging.getLogger(__name__)
 
-FORMAT = "newsqa-index v1"
-HNSW_THRESHOLD = 100_000  # sentences; below it exact search is fast enough (20 ms at 100k, 384 d)
+FORMAT = "newsqa-index v2"
+SEGMENT_FORMAT = "newsqa-segment v1"
 BM25_PARAMS = {"k1": 0.3, "b": 0.9}  # tuned on half of SQuAD v1.1 dev: bench/reqa_squad.py, docs/benchmarks.md
 KEYWORD_LEVELS = ("sentence", "window", "article")
+# A build writes a segment every FLUSH_SENTENCES sentences: its memory grows with a batch, not the corpus.
+FLUSH_SENTENCES = 100_000
+# Merge policy: when more than MERGE_FACTOR segments are under half of MAX_MERGED, the smallest are
+# merged (up to MAX_MERGED sentences); a segment with more than EXPUNGE_SHARE of its articles
+# deleted is rewritten without them.
+MERGE_FACTOR = 8
+MAX_MERGED = 400_000
+EXPUNGE_SHARE = 0.3
+# Vectors: exact inner product below EXACT_BELOW sentences per segment (20k × 384 d: under 2 ms),
+# HNSW over 8-bit scalar-quantized vectors above (a quarter of the bytes; recall in bench/scale.py).
+EXACT_BELOW = 20_000
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 LOCK_FILE = "LOCK"
+DELETED_FILE = "deleted.npy"
 # How long a second writer waits for the first: a self-trained build of 50k sentences takes minutes.
 LOCK_TIMEOUT = 1800.0
 
@@ -63,22 +87,31 @@ class Manifest:
     mode: str  # "hybrid" or "keyword-only"
     mode_reason: str  # why keyword-only, and how to get the model
     splitter: str
-    articles: int
-    sentences: int
-    corpus_fingerprint: str
+    articles: int  # live ones
+    sentences: int  # live ones
+    corpus_fingerprint: str  # of the live articles' ids and contents, whatever segments hold them
     built_at: str
-    faiss_index: str | None
+    faiss_index: str | None  # the kinds of the segments' vector indexes
     bm25: dict = field(default_factory=dict)
     model_path: str | None = None  # a self-trained model's folder inside the generation
     model_fingerprint: str | None = None  # sha256 of the model's weights: the same name may be other weights
+    segments: tuple = ()  # ({name, sentences, articles, deleted}, …) in the order they were written
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise IndexUnusable(f"{path} cannot be read ({e}). Rebuild: qa index CORPUS --index "
+                                f"{path.parent.parent} --rebuild") from e
         if data.get("format") != FORMAT:
             raise IndexUnusable(f"{path.parent} has index format {data.get('format')!r}, this program reads "
                                 f"{FORMAT!r}. Rebuild it: qa index CORPUS --index {path.parent.parent} --rebuild")
+        data["segments"] = tuple(data.get("segments", ()))
         return cls(**data)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps({**self.__dict__, "segments": list(self.segments)}, indent=2), encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -93,12 +126,15 @@ class BuildReport:
     duplicates: tuple[tuple[str, str], ...]
     seconds: float
     trained: dict | None = None  # what qa.selftrain.train reported, when this build trained a model
+    merged: int = 0  # segments folded into others by the merge policy
 
 
 def keyword_settings() -> dict:
     """What the keyword indexes are built with; an index built otherwise gets them rebuilt."""
     return {**BM25_PARAMS, "levels": list(KEYWORD_LEVELS), "tokens": TOKENS_VERSION}
 
+
+# -- generations and the writer lock -------------------------------------------------------------
 
 def generation_name(index_dir: str | Path) -> str:
     """The live generation's folder name ('' when there is none): cheap enough to check per request."""
@@ -116,6 +152,13 @@ def live_generation(index_dir: Path) -> Path | None:
     name = generation_name(index_dir)
     gen = Path(index_dir) / name
     return gen if name and (gen / "manifest.json").exists() else None
+
+
+def read_manifest(index_dir: str | Path) -> Manifest:
+    gen = live_generation(Path(index_dir))
+    if gen is None:
+        raise IndexUnusable(f"no index in {index_dir}. Build one: qa index CORPUS --index {index_dir}")
+    return Manifest.read(gen / "manifest.json")
 
 
 @contextmanager
@@ -151,16 +194,287 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-def read_manifest(index_dir: str | Path) -> Manifest:
-    gen = live_generation(Path(index_dir))
-    if gen is None:
-        raise IndexUnusable(f"no index in {index_dir}. Build one: qa index CORPUS --index {index_dir}")
-    return Manifest.read(gen / "manifest.json")
+# -- keyword postings ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Postings:
+    """One keyword level of a segment, term by term (CSC): for term t, the documents
+    indices[indptr[t]:indptr[t+1]] and BM25's term-frequency part of their score (Lucene's
+    variant, as bm25s computes it) in tfc. The idf part is applied at query time from the
+    document frequencies of every segment together, so scores compare across segments."""
+    tfc: np.ndarray  # float16
+    indices: np.ndarray  # int32
+    indptr: np.ndarray  # int64, one per term + 1
+    docs: int
+
+    def df(self, term: int) -> int:
+        return int(self.indptr[term + 1] - self.indptr[term])
+
+    def of(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.indptr[term], self.indptr[term + 1]
+        return self.indices[a:b], self.tfc[a:b]
 
 
-def _origin(article: Article, root: Path) -> str:
+def bm25_postings(doc: np.ndarray, term: np.ndarray, docs: int, terms: int, k1: float, b: float) -> Postings:
+    """Postings of the bag of (doc, term) occurrences: tf per (doc, term), Lucene BM25's
+    tf / (tf + k1 (1 - b + b dl / avgdl)) with dl the document's token count."""
+    if len(doc) == 0:
+        return Postings(np.zeros(0, np.float16), np.zeros(0, np.int32), np.zeros(terms + 1, np.int64), docs)
+    dl = np.bincount(doc, minlength=docs).astype(np.float32)
+    avgdl = max(float(dl.mean()), 1e-9)
+    keys, tf = np.unique(term.astype(np.int64) * docs + doc, return_counts=True)  # sorted by term, then doc
+    t, d = keys // docs, (keys % docs).astype(np.int32)
+    tf = tf.astype(np.float32)
+    tfc = tf / (tf + k1 * (1 - b + b * dl[d] / avgdl))
+    indptr = np.zeros(terms + 1, np.int64)
+    np.cumsum(np.bincount(t, minlength=terms), out=indptr[1:])
+    return Postings(tfc.astype(np.float16), d, indptr, docs)
+
+
+def idf(df: np.ndarray | float, docs: int) -> np.ndarray:
+    """Lucene's idf, as bm25s computes it: log(1 + (N - df + 0.5) / (df + 0.5))."""
+    return np.log1p((docs - np.asarray(df, np.float64) + 0.5) / (np.asarray(df, np.float64) + 0.5))
+
+
+# -- a segment, read ---------------------------------------------------------------------------
+
+class Segment:
+    """One published segment, opened read-only: arrays memory-mapped, vectors in FAISS."""
+
+    def __init__(self, path: Path, load_vectors: bool = True):
+        self.path, self.name = path, path.name
+        try:
+            self.meta = json.loads((path / "segment.json").read_text(encoding="utf-8"))
+            if self.meta.get("format") != SEGMENT_FORMAT:
+                raise IndexUnusable(f"segment {path} has format {self.meta.get('format')!r}, not {SEGMENT_FORMAT!r}")
+            self.db = store.connect(path / "store.sqlite", readonly=True)
+            self.sentences = int(self.meta["sentences"])
+            self.articles = int(self.meta["articles"])
+            self.terms = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:self.meta["terms"]]
+            self.vocab = {t: i for i, t in enumerate(self.terms)}
+            self.levels = {lv: Postings(np.load(path / f"{lv}.tfc.npy", mmap_mode="r"),
+                                        np.load(path / f"{lv}.indices.npy", mmap_mode="r"),
+                                        np.load(path / f"{lv}.indptr.npy"),
+                                        self.articles if lv == "article" else self.sentences)
+                           for lv in KEYWORD_LEVELS}
+            self.token_ptr = np.load(path / "tokens_ptr.npy")
+            self.token_ids = np.load(path / "tokens.npy", mmap_mode="r")
+            self.sentence_article = np.load(path / "sentence_article.npy")
+            self.article_first = np.searchsorted(self.sentence_article, np.arange(self.articles + 1)).astype(np.int64)
+            self.article_date = np.load(path / "article_date.npy")
+            self.sources = list(self.meta["sources"])
+            self.article_source = np.load(path / "article_source.npy")
+            deleted = path / DELETED_FILE
+            self.deleted_articles = np.load(deleted) if deleted.exists() else np.zeros(0, np.int64)
+            self.faiss = None
+            if load_vectors and (path / "dense.faiss").exists():
+                self.faiss = faiss.read_index(str(path / "dense.faiss"))
+                if hasattr(self.faiss, "hnsw"):
+                    self.faiss.hnsw.efSearch = HNSW_EF_SEARCH
+        except (OSError, ValueError, KeyError, store.StoreError) as e:
+            raise IndexUnusable(f"segment {path} cannot be read ({e}); rebuild the index with --rebuild") from e
+        self.live_article = np.ones(self.articles, dtype=bool)
+        self.live_article[self.deleted_articles] = False
+        self.live = self.live_article[self.sentence_article] if len(self.deleted_articles) else None
+        self.live_sentences = self.sentences if self.live is None else int(self.live.sum())
+        self.live_articles = int(self.live_article.sum())
+
+    def tokens(self, row: int) -> np.ndarray:
+        return self.token_ids[self.token_ptr[row]:self.token_ptr[row + 1]]
+
+    def dense_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(cosines, rows) of the k nearest live sentences allowed (a bool mask over rows, or None)."""
+        mask = self.live if allowed is None else (allowed if self.live is None else allowed & self.live)
+        k = min(k, self.sentences)
+        if mask is None:
+            scores, rows = self.faiss.search(query, k)
+        else:
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH) \
+                if hasattr(self.faiss, "hnsw") else faiss.SearchParameters(sel=selector)
+            scores, rows = self.faiss.search(query, k, params=params)
+        keep = rows[0] >= 0
+        return scores[0][keep], rows[0][keep]
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return np.zeros((0, self.faiss.d), np.float32)
+        return self.faiss.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_segments(gen: Path, manifest: Manifest, load_vectors: bool = True) -> list[Segment]:
+    return [Segment(gen / s["name"], load_vectors) for s in manifest.segments]
+
+
+# -- writing a segment ---------------------------------------------------------------------------
+
+def _date_number(published: str) -> int:
+    """YYYYMMDD of an ISO date (0 when there is none), for date filters as integer comparisons."""
+    d = published[:10]
+    if len(d) == 10 and d[4] == "-" and d[7] == "-" and (d[:4] + d[5:7] + d[8:]).isdigit():
+        return int(d[:4] + d[5:7] + d[8:])
+    return 0
+
+
+class SegmentWriter:
+    """Collects articles, then writes them as one segment folder: store, postings, tokens, vectors."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True)
+        self.db = store.connect(folder / "store.sqlite")
+        self.vocab: dict[str, int] = {}
+        self.tokens: list[np.ndarray] = []  # per sentence, ids in self.vocab
+        self.title_tokens: list[np.ndarray] = []  # per article
+        self.sentence_article: list[int] = []
+        self.dates: list[int] = []
+        self.sources: dict[str, int] = {}
+        self.article_source: list[int] = []
+        self.texts: list[str] = []  # sentences to embed, when the segment gets vectors from an encoder
+        self.vectors: list[np.ndarray] = []  # vectors carried over (a merge), in sentence order
+        self.fingerprint = 0
+        self.origins: set[str] = set()
+
+    @property
+    def n_sentences(self) -> int:
+        return len(self.sentence_article)
+
+    @property
+    def n_articles(self) -> int:
+        return len(self.dates)
+
+    def _ids(self, terms: list[str]) -> np.ndarray:
+        v = self.vocab
+        return np.fromiter((v.setdefault(t, len(v)) for t in terms), dtype=np.int32, count=len(terms))
+
+    def add(self, article: Article, origin: str, sentences: list, keep_texts: bool) -> None:
+        """Add a new article with its sentences (qa.sentences.Sentence)."""
+        row, first = self.n_articles, self.n_sentences
+        store.insert_article(self.db, row, first, article, origin, text_key(article.text), sentences)
+        self._article(row, article.title, article.source, article.published, article.id, article.content_hash)
+        for s in sentences:
+            self.tokens.append(self._ids(tokenize(s.text)))
+            self.sentence_article.append(row)
+            if keep_texts:
+                self.texts.append(s.text)
+        self.origins.add(origin)
+
+    def copy(self, seg: Segment, old_row: int, vectors: bool) -> None:
+        """Add article old_row of seg (a merge): its stored rows, tokens and vectors, nothing recomputed
+        but the title's tokens."""
+        row, first = self.n_articles, self.n_sentences
+        count = store.copy_article(seg.db, self.db, old_row, row, first)
+        aid, title, source, published, content_hash = _article_fields(self.db, row)
+        self._article(row, title, source, published, aid, content_hash)
+        a, b = seg.article_first[old_row], seg.article_first[old_row + 1]
+        assert b - a == count, (seg.name, old_row)
+        for r in range(a, b):
+            self.tokens.append(self._ids([seg.terms[t] for t in seg.tokens(r)]))
+            self.sentence_article.append(row)
+        if vectors:
+            self.vectors.append(seg.vectors(np.arange(a, b)))
+
+    def _article(self, row: int, title: str, source: str, published: str, aid: str, content_hash: str) -> None:
+        self.title_tokens.append(self._ids(tokenize(title)))
+        self.dates.append(_date_number(published))
+        self.article_source.append(self.sources.setdefault(source, len(self.sources)))
+        self.fingerprint = (self.fingerprint + article_fingerprint(aid, content_hash)) % FINGERPRINT_MOD
+
+    def finish(self, encoder: Encoder | None, files: Iterable[store.FileRecord] = (), progress: bool = False) -> dict:
+        """Write everything; returns the segment's entry for the manifest."""
+        store.insert_files(self.db, files)
+        self.db.commit()
+        self.db.close()
+        f, n, n_art = self.folder, self.n_sentences, self.n_articles
+        lengths = np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=n)
+        ptr = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        ids = np.concatenate(self.tokens) if self.tokens else np.zeros(0, np.int32)
+        sa = np.asarray(self.sentence_article, dtype=np.int32)
+        np.save(f / "tokens_ptr.npy", ptr)
+        np.save(f / "tokens.npy", ids)
+        np.save(f / "sentence_article.npy", sa)
+        np.save(f / "article_date.npy", np.asarray(self.dates, dtype=np.int32))
+        np.save(f / "article_source.npy", np.asarray(self.article_source, dtype=np.int32))
+        (f / "vocab.txt").write_text("\n".join(self.vocab), encoding="utf-8")
+        doc = np.repeat(np.arange(n, dtype=np.int32), lengths)
+        terms = len(self.vocab)
+        k1, b = BM25_PARAMS["k1"], BM25_PARAMS["b"]
+        same_prev = np.zeros(n, bool)
+        same_prev[1:] = sa[1:] == sa[:-1]
+        # window: the sentence's own tokens, its previous sentence's and its next one's, in one article
+        from_prev = same_prev[np.minimum(doc + 1, n - 1)] & (doc + 1 < n)  # token of doc feeds doc + 1
+        from_next = same_prev[doc]  # token of doc feeds doc - 1
+        title_lengths = np.fromiter((len(t) for t in self.title_tokens), dtype=np.int64, count=n_art)
+        title_ids = np.concatenate(self.title_tokens) if self.title_tokens else np.zeros(0, np.int32)
+        levels = {
+            "sentence": (doc, ids, n),
+            "window": (np.concatenate([doc, doc[from_prev] + 1, doc[from_next] - 1]),
+                       np.concatenate([ids, ids[from_prev], ids[from_next]]), n),
+            "article": (np.concatenate([sa[doc], np.repeat(np.arange(n_art, dtype=np.int32), title_lengths)]),
+                        np.concatenate([ids, title_ids]), n_art),
+        }
+        for level, (d, t, docs) in levels.items():
+            p = bm25_postings(d, t, docs, terms, k1, b)
+            np.save(f / f"{level}.tfc.npy", p.tfc)
+            np.save(f / f"{level}.indices.npy", p.indices)
+            np.save(f / f"{level}.indptr.npy", p.indptr)
+        del levels, doc
+        kind = None
+        if encoder is not None or self.vectors:
+            if self.vectors:
+                vectors = np.concatenate(self.vectors).astype(np.float32)
+            else:
+                vectors = encoder.encode_documents(self.texts, progress=progress) if self.texts \
+                    else np.zeros((0, encoder.info.dim), np.float32)
+            index, kind = dense_index(np.ascontiguousarray(vectors, dtype=np.float32))
+            faiss.write_index(index, str(f / "dense.faiss"))
+        meta = {"format": SEGMENT_FORMAT, "sentences": n, "articles": n_art, "terms": terms,
+                "sources": list(self.sources), "faiss": kind, "bm25": keyword_settings(),
+                "fingerprint": f"{self.fingerprint:040x}", "written_at": _now()}
+        (f / "segment.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return {"name": f.name, "sentences": n, "articles": n_art, "deleted": 0, "faiss": kind,
+                "fingerprint": meta["fingerprint"]}
+
+
+def _article_fields(db: sqlite3.Connection, row: int) -> tuple[str, str, str, str, str]:
+    return db.execute("SELECT id, title, source, published, content_hash FROM articles WHERE row = ?",
+                      (row,)).fetchone()
+
+
+FINGERPRINT_MOD = 1 << 160
+
+
+def article_fingerprint(article_id: str, content_hash: str) -> int:
+    """An article's share of the corpus fingerprint: the fingerprint is the sum of its articles' shares
+    (mod 2^160), so an add or a delete updates it without reading the other articles."""
+    return int(sha1(f"{article_id}\x1f{content_hash}".encode()).hexdigest(), 16)
+
+
+def dense_index(vectors: np.ndarray) -> tuple["faiss.Index", str]:
+    """The segment's one copy of its vectors: exact below EXACT_BELOW sentences, else HNSW over
+    8-bit scalar-quantized vectors. Vectors are unit length, so inner product is cosine."""
+    n, d = vectors.shape
+    if n < EXACT_BELOW:
+        index, kind = faiss.IndexFlatIP(d), "IndexFlatIP"
+    else:
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.train(vectors)
+        kind = "IndexHNSWSQ8"
+    index.add(vectors)
+    return index, kind
+
+
+# -- building ------------------------------------------------------------------------------------
+
+def _origin(rel: str, root: Path) -> str:
     base = root if root.is_dir() else root.parent
-    return str((base / article.origin).resolve()) if article.origin else ""
+    return str((base / rel).resolve()) if rel else ""
 
 
 def _in_scope(origin: str, root: Path) -> bool:
@@ -184,223 +498,458 @@ def check_compatible(manifest: Manifest, model: str | None, splitter: Splitter, 
 
 def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encoder: Encoder | None,
                 mode_reason: str = "", rebuild: bool = False, progress: bool = True,
-                loaded: LoadResult | None = None, self_train: selftrain.Training | None = None,
+                staged: Iterable[Path] = (), self_train: selftrain.Training | None = None,
                 retrain: bool = False, lock_timeout: float = LOCK_TIMEOUT,
                 caller_holds_lock: bool = False) -> BuildReport:
     """Bring the index in index_dir up to date with corpus (a folder or a file).
 
-    Articles from files under corpus that are new or changed are (re-)embedded, ones whose file
-    is gone are removed; articles indexed from elsewhere are kept. An article whose text repeats
-    one already indexed from another file is listed in duplicates and not indexed again.
+    Files under corpus whose size and time (or else content) are unchanged are not read again;
+    articles of new and changed files that are new or changed go into new segments, ones whose
+    file is gone are removed; articles indexed from elsewhere are kept. An article whose text
+    repeats one already indexed is listed in duplicates and not indexed again. staged: files that
+    count as being directly in the corpus folder under their names (an upload not yet moved there).
 
     With no encoder and self_train given, the dense half comes from a model trained on the indexed
     sentences themselves (qa.selftrain) and kept inside the index: the index's own model is reused
     (retrain: a new one is trained), and an index with fewer than self_train.min_sentences
-    sentences stays keyword-only, mode_reason saying so. An index's own model is copied into
-    every new generation, whichever way the encoder came in.
+    sentences stays keyword-only, mode_reason saying so.
 
     The whole build holds writer_lock(index_dir) (waiting up to lock_timeout seconds, then raising
     IndexBusy), unless caller_holds_lock says the caller took it already.
     """
     with nullcontext() if caller_holds_lock else writer_lock(index_dir, lock_timeout):
         _remove_orphans(Path(index_dir))
-        return _build(corpus, index_dir, splitter, encoder, mode_reason, rebuild, progress, loaded,
-                      self_train, retrain)
+        return _Build(Path(corpus), Path(index_dir), splitter, encoder, mode_reason, rebuild, progress,
+                      list(staged), self_train, retrain).run()
 
 
-def _build(corpus: str | Path, index_dir: str | Path, splitter: Splitter, encoder: Encoder | None,
-           mode_reason: str, rebuild: bool, progress: bool, loaded: LoadResult | None,
-           self_train: selftrain.Training | None, retrain: bool) -> BuildReport:
-    t0 = time.perf_counter()
-    root, index_dir = Path(corpus), Path(index_dir)
-    loaded = loaded or load_corpus(root)
-    for p in loaded.problems:
-        log.warning("%s: %s", p.path, p.message)
-    model = encoder.info.name if encoder else None
-    old_gen = None if rebuild else live_generation(index_dir)
-    stored, old_vectors, old_manifest = {}, None, None
-    if old_gen is not None:
-        old_manifest = Manifest.read(old_gen / "manifest.json")
-    reuse_model = train_model = False
-    if encoder is None and self_train is not None:
-        old_model = old_manifest.model if old_manifest else None
-        if old_model == selftrain.SELF_TRAINED and not retrain:
-            try:
-                encoder = selftrain.load(old_gen / (old_manifest.model_path or selftrain.MODEL_DIR))
-                model, reuse_model = encoder.info.name, True
-            except ModelUnavailable as e:
-                log.warning("training a new model: %s", e)
-                train_model = True
-        else:  # a pretrained model's index is only retrained when asked: check_compatible says how
-            train_model = old_model in (None, selftrain.SELF_TRAINED) or retrain
-    # The index's own model, handed in already loaded (an upload into a self-trained index): copied along.
-    carry_model = (encoder is not None and self_train is None and old_manifest is not None
-                   and old_manifest.model_path is not None and model == old_manifest.model)
-    duplicates = list(loaded.duplicates)
-    seen = {a.id for a in loaded.articles}
-    fresh: list[Article] = []
-    removed: list[str] = []
-    if old_gen is not None:
-        # A model trained in this build embeds every sentence anew, whatever embedded them before.
-        check_compatible(old_manifest, old_manifest.model if train_model else model, splitter, index_dir,
-                         "" if train_model or encoder is None else encoder.info.fingerprint)
-        old_db = store.connect(old_gen / "store.sqlite", readonly=True)
-        stored = store.article_hashes(old_db)
-        removed = [i for i, (_, origin) in stored.items() if i not in seen and _in_scope(origin, root)]
-        fresh = [a for a in loaded.articles if stored.get(a.id, ("",))[0] != a.content_hash]
-        if fresh:
-            fresh, repeats = _repeats_of_indexed(old_db, fresh, keep_out=set(removed))
-            duplicates += [(a.id, kept) for a, kept in repeats]
-            removed += [a.id for a, _ in repeats if a.id in stored]  # its earlier text is gone from its file
-        old_db.close()
-    else:
-        fresh = list(loaded.articles)
-    updated = sum(1 for a in fresh if a.id in stored)
-    must_train = train_model and old_manifest is not None and (
-        retrain or old_manifest.sentences >= self_train.min_sentences)
-    if old_gen is not None and not fresh and not removed and old_manifest.bm25 == keyword_settings() \
-            and not must_train:
-        return BuildReport(old_manifest, 0, 0, 0, old_manifest.articles, 0, loaded.problems,
-                           tuple(duplicates), time.perf_counter() - t0)
-    index_dir.mkdir(parents=True, exist_ok=True)
-    new_gen = index_dir / f"gen-{time.time_ns():020d}-{os.getpid()}"
-    new_gen.mkdir()
-    try:
-        if old_gen is not None:
-            shutil.copyfile(old_gen / "store.sqlite", new_gen / "store.sqlite")
-            if encoder is not None:
-                old_vectors = np.load(old_gen / "vectors.npy", mmap_mode="r")
-        db = store.connect(new_gen / "store.sqlite")
-        with db:
-            store.delete_articles(db, removed + [a.id for a in fresh if a.id in stored])
-            for a in fresh:
-                store.insert_article(db, a, _origin(a, root), splitter.split(a.id, a.text))
-            previous = store.renumber(db)
-        texts = [t for (t,) in db.execute("SELECT text FROM sentences ORDER BY pos")]
-        if not texts:
-            raise IndexUnusable(f"nothing to index: no readable article in {root}"
-                                + "".join(f"\n  {p.path}: {p.message}" for p in loaded.problems))
-        trained, why = None, mode_reason.removeprefix("keyword-only: ")
-        if train_model and len(texts) >= self_train.min_sentences:
-            encoder, trained = _train_model(db, new_gen, self_train, progress)
-            model = encoder.info.name
+class _Build:
+    """One build: plan (what changed), write segments, train and merge if needed, publish."""
+
+    def __init__(self, root: Path, index_dir: Path, splitter: Splitter, encoder: Encoder | None, mode_reason: str,
+                 rebuild: bool, progress: bool, staged: list[Path], self_train: selftrain.Training | None,
+                 retrain: bool):
+        self.root, self.index_dir, self.splitter, self.encoder = root, index_dir, splitter, encoder
+        self.mode_reason, self.rebuild, self.progress = mode_reason, rebuild, progress
+        self.staged, self.self_train, self.retrain = staged, self_train, retrain
+        self.t0 = time.perf_counter()
+        self.problems: list[Problem] = []
+        self.duplicates: list[tuple[str, str]] = []
+        self.written: list[dict] = []  # new segments' manifest entries
+        self.embedded = 0
+
+    def run(self) -> BuildReport:
+        if not self.root.exists():
+            raise FileNotFoundError(f"corpus path {str(self.root)!r} does not exist; pass a folder of articles "
+                                    "or one file")
+        self.old_gen = None if self.rebuild else live_generation(self.index_dir)
+        self.old = Manifest.read(self.old_gen / "manifest.json") if self.old_gen else None
+        self._decide_model()
+        self.segments = open_segments(self.old_gen, self.old, load_vectors=self.encoder is not None
+                                      and not self.train_model) if self.old else []
+        try:
+            return self._run()
+        except BaseException:  # a killed or failed build leaves nothing behind but the index it found
+            if hasattr(self, "new_gen"):
+                shutil.rmtree(self.new_gen, ignore_errors=True)
+            raise
+        finally:
+            for s in self.segments:
+                s.close()
+
+    def _decide_model(self) -> None:
+        old, st = self.old, self.self_train
+        self.model = self.encoder.info.name if self.encoder else None
+        self.reuse_model = self.train_model = False
+        if self.encoder is None and st is not None:
+            old_model = old.model if old else None
+            if old_model == selftrain.SELF_TRAINED and not self.retrain:
+                try:
+                    self.encoder = selftrain.load(self.old_gen / (old.model_path or selftrain.MODEL_DIR))
+                    self.model, self.reuse_model = self.encoder.info.name, True
+                except ModelUnavailable as e:
+                    log.warning("training a new model: %s", e)
+                    self.train_model = True
+            else:  # a pretrained model's index is only retrained when asked: check_compatible says how
+                self.train_model = old_model in (None, selftrain.SELF_TRAINED) or self.retrain
+        # The index's own model, handed in already loaded (an upload into a self-trained index): copied along.
+        self.carry_model = (self.encoder is not None and st is None and old is not None
+                            and old.model_path is not None and self.model == old.model)
+        if old is not None:
+            # A model trained in this build embeds every sentence anew, whatever embedded them before.
+            check_compatible(old, old.model if self.train_model else self.model, self.splitter, self.index_dir,
+                             "" if self.train_model or self.encoder is None else self.encoder.info.fingerprint)
+
+    # the plan: which files to read, which stored articles go
+
+    def _run(self) -> BuildReport:
+        readers = [articles.CorpusReader(self.root)] + [articles.CorpusReader(p) for p in self.staged]
+        for r in readers:
+            self.problems += r.problems
+        files = [(f, _origin(f.rel, self.root)) for f in readers[0].files] + \
+                [(f, str((self.root / f.rel).resolve())) for r in readers[1:] for f in r.files]
+        records: dict[str, store.FileRecord] = {}
+        live_origins: set[str] = set()
+        for seg in self.segments:  # later segments' records are newer
+            records.update(store.file_records(seg.db))
+            live_origins.update(store.origins(seg.db))
+        present = {o for _, o in files}
+        changed = [(f, o) for f, o in files if not self._unchanged(f, records.get(o))]
+        gone = sorted(o for o in live_origins if o not in present and _in_scope(o, self.root))
+        self.deleted: dict[int, set[int]] = {i: set() for i in range(len(self.segments))}
+        removed = self._delete_from(gone)
+        old_articles = self._live_articles_from([o for _, o in changed])
+        new_records = [store.FileRecord(o, f.size, f.mtime_ns, f.sha1()) for f, o in changed]
+        added, updated, seen = self._write_new(readers, changed, old_articles, new_records)
+        gone_from_changed = [a for i, a in old_articles.items() if i not in seen]
+        for a in gone_from_changed:
+            self.deleted[a[0]].add(a[1].row)
+        removed += len(gone_from_changed)
+        removed += sum(1 for a in self.repeated_ids if a in old_articles)
+        must_train = self.train_model and self.old is not None and (
+            self.retrain or self.old.sentences >= self.self_train.min_sentences)
+        nothing = not self.written and not any(self.deleted.values()) and not must_train \
+            and self.old is not None and self.old.bm25 == keyword_settings()
+        if nothing:
+            return BuildReport(self.old, 0, 0, 0, self.old.articles, 0, tuple(self.problems),
+                               tuple(self.duplicates), time.perf_counter() - self.t0)
+        manifest, trained, merged = self._finish()
+        return BuildReport(manifest, added=added, updated=updated, removed=removed,
+                           unchanged=manifest.articles - added - updated, embedded=self.embedded,
+                           problems=tuple(self.problems), duplicates=tuple(self.duplicates),
+                           seconds=time.perf_counter() - self.t0, trained=trained, merged=merged)
+
+    def _unchanged(self, f, record: store.FileRecord | None) -> bool:
+        if record is None or self.rebuild:
+            return False
+        if (record.size, record.mtime_ns) == (f.size, f.mtime_ns):
+            return True
+        return record.size == f.size and record.sha1 == f.sha1()
+
+    def _delete_from(self, origins: list[str]) -> int:
+        n = 0
+        for (i, a) in self._live_articles_from(origins).values():
+            self.deleted[i].add(a.row)
+            n += 1
+        return n
+
+    def _live_articles_from(self, origins: list[str]) -> dict[str, tuple[int, store.StoredArticle]]:
+        """id -> (segment number, stored article) of the live articles that came from origins."""
+        out = {}
+        for i, seg in enumerate(self.segments):
+            for a in store.articles_from(seg.db, origins):
+                if seg.live_article[a.row]:
+                    out[a.id] = (i, a)
+        return out
+
+    def _find_live(self, query, values) -> list[tuple[int, tuple]]:
+        out = []
+        for i, seg in enumerate(self.segments):
+            for r in query(seg.db, values):
+                row = r[0] if isinstance(r, tuple) else r.row
+                if seg.live_article[row] and row not in self.deleted[i]:
+                    out.append((i, r))
+        return out
+
+    # writing new segments
+
+    def _write_new(self, readers, changed, old_articles, records) -> tuple[int, int, set[str]]:
+        """Stream the changed files' articles into new segments; returns (added, updated, ids seen)."""
+        changed_origins = {o for _, o in changed}
+        by_reader: dict[int, list] = {}
+        for f, o in changed:
+            for i, r in enumerate(readers):
+                if f in r.files:
+                    by_reader.setdefault(i, []).append(f)
+        keys_here: dict[str, str] = {}
+        seen: set[str] = set()
+        self.repeated_ids: set[str] = set()
+        added = updated = 0
+        writer = None
+        keep_texts = self.encoder is not None and not self.train_model
+        bar = tqdm(desc="indexing", unit=" articles", disable=not self.progress, dynamic_ncols=True)
+        sentences_done = 0
+        for i, files in sorted(by_reader.items()):
+            for article, f in self._stream(readers[i], files):
+                origin = (_origin(f.rel, self.root) if i == 0 else str((self.root / f.rel).resolve()))
+                seen.add(article.id)
+                old = old_articles.get(article.id)
+                if old is not None and old[1].content_hash == article.content_hash:
+                    continue  # unchanged, where it is
+                if old is not None and old[1].content_hash == article.content_hash and old[1].origin == origin:
+                    continue  # unchanged, where it is
+                if old is None and self._find_live(store.articles_by_id, [article.id]):
+                    self.problems.append(Problem(f.rel, f"skipped {article.id!r}: the id is already used by an "
+                                                        "article of another file; give one of them another id"))
+                    continue
+                key = text_key(article.text)
+                # an article of a file being read again is no repeat: that file decides what it holds now
+                repeat = keys_here.get(key) or next(
+                    (r[1] for _, r in self._find_live(store.articles_by_text_key, [key])
+                     if r[1] != article.id and r[1] not in old_articles), None)
+                if repeat is not None:
+                    log.info("%s: skipped, same text as %r already in the index", article.id, repeat)
+                    self.duplicates.append((article.id, repeat))
+                    self.repeated_ids.add(article.id)
+                    if old is not None:
+                        self.deleted[old[0]].add(old[1].row)
+                    continue
+                if old is not None:
+                    self.deleted[old[0]].add(old[1].row)
+                    updated += 1
+                else:
+                    added += 1
+                keys_here[key] = article.id
+                if writer is None:
+                    writer = SegmentWriter(self._new_folder())
+                sents = self.splitter.split(article.id, article.text)
+                writer.add(article, origin, sents, keep_texts)
+                sentences_done += len(sents)
+                bar.update(1)
+                bar.set_postfix_str(f"{sentences_done:,} sentences", refresh=False)
+                if writer.n_sentences >= FLUSH_SENTENCES:
+                    self._flush(writer, [])
+                    writer = None
+        bar.close()
+        if writer is not None:  # the changed files' records go with the last segment: now they are indexed
+            self._flush(writer, records)
+        return added, updated, seen
+
+    def _stream(self, reader: "articles.CorpusReader", files) -> Iterator[tuple[Article, object]]:
+        for f in files:
+            before = len(reader.problems)
+            for a in reader.articles([f]):
+                yield a, f
+            self.problems += reader.problems[before:]
+        self.duplicates += reader.duplicates
+
+    def _new_folder(self) -> Path:
+        if not hasattr(self, "new_gen"):
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            self.new_gen = self.index_dir / f"gen-{time.time_ns():020d}-{os.getpid()}"
+            self.new_gen.mkdir()
+        return self.new_gen / f"seg-{time.time_ns():020d}-{os.getpid()}"
+
+    def _flush(self, writer: SegmentWriter, records) -> None:
+        encoder = None if self.train_model else self.encoder
+        entry = writer.finish(encoder, records, self.progress)
+        if encoder is not None:
+            self.embedded += entry["sentences"]
+        self.written.append(entry)
+
+    # training, merging, publishing
+
+    def _finish(self) -> tuple[Manifest, dict | None, int]:
+        self._new_folder()
+        entries = self._carry_segments()
+        live = sum(e["sentences"] - e["deleted_sentences"] for e in entries)
+        if live == 0:
+            raise IndexUnusable(f"nothing to index: no readable article in {self.root}"
+                                + "".join(f"\n  {p.path}: {p.message}" for p in self.problems))
+        trained, why = None, self.mode_reason.removeprefix("keyword-only: ")
+        mode_reason = self.mode_reason
+        st = self.self_train
+        if self.train_model and live >= st.min_sentences:
+            self.encoder, trained = self._train(entries)
+            self.model = self.encoder.info.name
             mode_reason = selftrain.describe(trained) + (f"; a pretrained model would do better: {why}" if why else "")
-        elif train_model:
+            entries = self._embed_all(entries)
+        elif self.train_model:
             mode_reason = "; ".join(x for x in (
-                f"keyword-only: {len(texts):,} sentences are too few to train a model on this corpus "
-                f"(it takes {self_train.min_sentences:,})", why) if x)
-        elif reuse_model or carry_model:
-            shutil.copytree(old_gen / (old_manifest.model_path or selftrain.MODEL_DIR), new_gen / selftrain.MODEL_DIR)
-            mode_reason = old_manifest.mode_reason
-        if model == selftrain.SELF_TRAINED and not (new_gen / selftrain.MODEL_DIR).is_dir():
-            raise IndexUnusable(f"the self-trained model's files are not in {old_gen or index_dir}, so this "
-                                f"index would lose its model; train it again: qa index CORPUS --index "
-                                f"{index_dir} --retrain")
-        vectors = _vectors(encoder, texts, previous, old_vectors, progress) if encoder else None
-        if vectors is not None:
-            np.save(new_gen / "vectors.npy", vectors)
-            faiss.write_index(_faiss_index(vectors), str(new_gen / "dense.faiss"))
-        _write_keyword_indexes(db, texts, new_gen)
-        n_articles = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
-        fingerprint = sha1("".join(f"{i}:{h}\n" for i, h in db.execute(
-            "SELECT id, content_hash FROM articles ORDER BY id")).encode()).hexdigest()
-        db.close()
-        manifest = Manifest(
-            format=FORMAT, model=model, dim=encoder.info.dim if encoder else None,
+                f"keyword-only: {live:,} sentences are too few to train a model on this corpus "
+                f"(it takes {st.min_sentences:,})", why) if x)
+            self.model = None
+            entries = self._drop_vectors(entries)
+        elif self.reuse_model or self.carry_model:
+            _link_tree(self.old_gen / (self.old.model_path or selftrain.MODEL_DIR),
+                       self.new_gen / selftrain.MODEL_DIR)
+            mode_reason = self.old.mode_reason
+        if self.model == selftrain.SELF_TRAINED and not (self.new_gen / selftrain.MODEL_DIR).is_dir():
+            raise IndexUnusable(f"the self-trained model's files are not in {self.old_gen or self.index_dir}, "
+                                f"so this index would lose its model; train it again: qa index CORPUS --index "
+                                f"{self.index_dir} --retrain")
+        entries, merged = self._merge(entries)
+        manifest = self._manifest(entries, mode_reason)
+        manifest.write(self.new_gen / "manifest.json")
+        _sync_tree(self.new_gen)
+        _publish(self.index_dir, self.new_gen)
+        return manifest, trained, merged
+
+    def _carry_segments(self) -> list[dict]:
+        """The old segments, linked into the new generation with this build's deletions, then the new
+        ones; a segment left with nothing live is dropped. (A changed file that gave no new article has
+        its record in no segment: it is read again next time, and found unchanged.)"""
+        entries = []
+        for i, seg in enumerate(self.segments):
+            entry = dict(self.old.segments[i])
+            gone = set(int(r) for r in seg.deleted_articles) | self.deleted[i]
+            if len(gone) >= seg.articles:
+                continue
+            target = self.new_gen / seg.name
+            _link_tree(seg.path, target, skip=(DELETED_FILE,))
+            if gone:
+                rows = np.array(sorted(gone), dtype=np.int64)
+                np.save(target / DELETED_FILE, rows)
+                counts = np.diff(seg.article_first)
+                entry["deleted_sentences"] = int(counts[rows].sum())
+            else:
+                entry["deleted_sentences"] = 0
+            entry["deleted"] = len(gone)
+            entry["fingerprint_live"] = self._live_fingerprint(seg, gone)
+            entries.append(entry)
+        for e in self.written:
+            e.update(deleted_sentences=0, fingerprint_live=e["fingerprint"])
+            entries.append(e)
+        return entries
+
+    def _live_fingerprint(self, seg: Segment, gone: set[int]) -> str:
+        total = int(seg.meta["fingerprint"], 16)
+        if gone:
+            rows = sorted(gone)
+            for r in rows:
+                aid, _, _, _, h = _article_fields(seg.db, r)
+                total -= article_fingerprint(aid, h)
+        return f"{total % FINGERPRINT_MOD:040x}"
+
+    def _train(self, entries: list[dict]) -> tuple[Encoder, dict]:
+        """Train a model on the live articles of every segment (in index order), save it in the
+        generation and load it from there."""
+        docs: list[selftrain.Document] = []
+        for e in entries:
+            seg = Segment(self.new_gen / e["name"], load_vectors=False)
+            current, title, sents = None, "", []
+            for row, aid, t, _, _, text in store.sentences(seg.db):
+                if not seg.live_article[seg.sentence_article[row]]:
+                    continue
+                if aid != current:
+                    if current is not None:
+                        docs.append(selftrain.Document(title, tuple(sents)))
+                    current, title, sents = aid, t, []
+                sents.append(text)
+            if current is not None:
+                docs.append(selftrain.Document(title, tuple(sents)))
+            seg.close()
+        model, info = selftrain.train(docs, self.self_train, self.progress)
+        selftrain.save(model, info, self.new_gen / selftrain.MODEL_DIR)
+        return selftrain.load(self.new_gen / selftrain.MODEL_DIR), info
+
+    def _embed_all(self, entries: list[dict]) -> list[dict]:
+        """Give every segment vectors from the model just trained: each becomes a new segment sharing
+        all its files but the vectors."""
+        out = []
+        for e in entries:
+            old = self.new_gen / e["name"]
+            seg = Segment(old, load_vectors=False)
+            texts = [t for *_, t in store.sentences(seg.db)]
+            seg.close()
+            name = f"seg-{time.time_ns():020d}-{os.getpid()}"
+            new = self.new_gen / name
+            _link_tree(old, new, skip=("dense.faiss", "segment.json"))
+            vectors = self.encoder.encode_documents(texts, progress=self.progress) if texts \
+                else np.zeros((0, self.encoder.info.dim), np.float32)
+            index, kind = dense_index(np.ascontiguousarray(vectors, dtype=np.float32))
+            faiss.write_index(index, str(new / "dense.faiss"))
+            meta = json.loads((old / "segment.json").read_text(encoding="utf-8"))
+            meta["faiss"] = kind
+            (new / "segment.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            shutil.rmtree(old)
+            self.embedded += len(texts)
+            out.append({**e, "name": name, "faiss": kind})
+        return out
+
+    def _drop_vectors(self, entries: list[dict]) -> list[dict]:
+        for e in entries:
+            (self.new_gen / e["name"] / "dense.faiss").unlink(missing_ok=True)
+            e["faiss"] = None
+        return entries
+
+    def _merge(self, entries: list[dict]) -> tuple[list[dict], int]:
+        merged = 0
+        for group in merge_plan(entries):
+            names = {e["name"] for e in group}
+            folder = self.new_gen / f"seg-{time.time_ns():020d}-{os.getpid()}"
+            log.info("merging %d segments (%s sentences) into %s", len(group),
+                     f"{sum(e['sentences'] for e in group):,}", folder.name)
+            writer = SegmentWriter(folder)
+            records: dict[str, store.FileRecord] = {}
+            with_vectors = self.model is not None
+            for e in sorted(group, key=entries.index):  # in index order: later file records win
+                seg = Segment(self.new_gen / e["name"], load_vectors=with_vectors)
+                records.update(store.file_records(seg.db))
+                for row in np.flatnonzero(seg.live_article):
+                    writer.copy(seg, int(row), with_vectors)
+                seg.close()
+            entry = writer.finish(None, records.values())
+            entry.update(deleted_sentences=0, fingerprint_live=entry["fingerprint"])
+            at = min(i for i, e in enumerate(entries) if e["name"] in names)
+            rest = [e for e in entries if e["name"] not in names]
+            entries = rest[:at] + [entry] + rest[at:]
+            for name in names:
+                shutil.rmtree(self.new_gen / name)
+            merged += len(group)
+        return entries, merged
+
+    def _manifest(self, entries: list[dict], mode_reason: str) -> Manifest:
+        encoder = self.encoder if self.model is not None else None
+        kinds = sorted({e["faiss"] for e in entries if e.get("faiss")})
+        fp = sum(int(e["fingerprint_live"], 16) for e in entries) % FINGERPRINT_MOD
+        segs = tuple({"name": e["name"], "sentences": e["sentences"], "articles": e["articles"],
+                      "deleted": e["deleted"], "deleted_sentences": e["deleted_sentences"], "faiss": e.get("faiss"),
+                      "fingerprint": e["fingerprint"], "fingerprint_live": e["fingerprint_live"]} for e in entries)
+        return Manifest(
+            format=FORMAT, model=self.model, dim=encoder.info.dim if encoder else None,
             mode="hybrid" if encoder else "keyword-only",
-            mode_reason=mode_reason if encoder is None or model == selftrain.SELF_TRAINED else "",
-            splitter=splitter.name, articles=n_articles, sentences=len(texts), corpus_fingerprint=fingerprint,
-            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            faiss_index=None if vectors is None else ("IndexHNSWFlat" if len(texts) >= HNSW_THRESHOLD else "IndexFlatIP"),
-            bm25=keyword_settings(), model_path=selftrain.MODEL_DIR if model == selftrain.SELF_TRAINED else None,
-            model_fingerprint=(encoder.info.fingerprint or None) if encoder else None)
-        (new_gen / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), encoding="utf-8")
-        _sync_tree(new_gen)
-        _publish(index_dir, new_gen)
-    except BaseException:
-        shutil.rmtree(new_gen, ignore_errors=True)
-        raise
-    embedded = (len(texts) if trained else sum(1 for p in previous if p is None)) if encoder else 0
-    return BuildReport(manifest, added=len(fresh) - updated, updated=updated, removed=len(removed),
-                       unchanged=n_articles - len(fresh), embedded=embedded, problems=loaded.problems,
-                       duplicates=tuple(duplicates), seconds=time.perf_counter() - t0, trained=trained)
+            mode_reason=mode_reason if encoder is None or self.model == selftrain.SELF_TRAINED else "",
+            splitter=self.splitter.name,
+            articles=sum(e["articles"] - e["deleted"] for e in entries),
+            sentences=sum(e["sentences"] - e["deleted_sentences"] for e in entries),
+            corpus_fingerprint=f"{fp:040x}", built_at=_now(),
+            faiss_index=", ".join(kinds) if kinds else None, bm25=keyword_settings(),
+            model_path=selftrain.MODEL_DIR if self.model == selftrain.SELF_TRAINED else None,
+            model_fingerprint=(encoder.info.fingerprint or None) if encoder else None, segments=segs)
 
 
-def _repeats_of_indexed(db: sqlite3.Connection, fresh: list[Article], keep_out: set[str]
-                        ) -> tuple[list[Article], list[tuple[Article, str]]]:
-    """(fresh articles to index, [(article, id of the indexed article it repeats)]): an article whose
-    text repeats one already indexed (not among keep_out, not being replaced) is indexed only once."""
-    replaced = keep_out | {a.id for a in fresh}
-    indexed = {text_key(text): i for i, text in store.article_texts(db) if i not in replaced}
-    keep, repeats = [], []
-    for a in fresh:
-        kept = indexed.get(text_key(a.text))
-        if kept is None:
-            keep.append(a)
+def merge_plan(entries: list[dict]) -> list[list[dict]]:
+    """Groups of segments to merge: segments with over EXPUNGE_SHARE of their articles deleted are
+    rewritten; when more than MERGE_FACTOR segments are under MAX_MERGED / 2 sentences, the smallest
+    are merged, up to MAX_MERGED sentences."""
+    def live(e):
+        return e["sentences"] - e["deleted_sentences"]
+    plan, used = [], set()
+    for e in entries:
+        if e["articles"] and e["deleted"] > EXPUNGE_SHARE * e["articles"]:
+            plan.append([e])
+            used.add(e["name"])
+    small = sorted((e for e in entries if e["name"] not in used and live(e) < MAX_MERGED // 2), key=live)
+    if len(small) > MERGE_FACTOR:
+        group, total = [], 0
+        for e in small:
+            if total + live(e) > MAX_MERGED and len(group) >= 2:
+                break
+            group.append(e)
+            total += live(e)
+        if len(group) >= 2:
+            plan.append(group)
+    return plan
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """dst becomes a folder of hard links to src's files (an immutable segment or model costs no copy)."""
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        if path.name in skip:
+            continue
+        if path.is_dir():
+            _link_tree(path, dst / path.name)
         else:
-            log.info("%s: skipped, same text as %r already in the index", a.id, kept)
-            repeats.append((a, kept))
-    return keep, repeats
-
-
-def _train_model(db: sqlite3.Connection, gen: Path, settings: selftrain.Training,
-                 progress: bool) -> tuple[Encoder, dict]:
-    """Train a model on the indexed articles (in index order), save it in gen and load it from there."""
-    docs: dict[str, tuple[str, list[str]]] = {}
-    for aid, title, text in db.execute("SELECT s.article_id, a.title, s.text FROM sentences s "
-                                       "JOIN articles a ON a.id = s.article_id ORDER BY s.pos"):
-        docs.setdefault(aid, (title, []))[1].append(text)
-    model, info = selftrain.train([selftrain.Document(t, tuple(s)) for t, s in docs.values()], settings, progress)
-    selftrain.save(model, info, gen / selftrain.MODEL_DIR)
-    return selftrain.load(gen / selftrain.MODEL_DIR), info
-
-
-def _vectors(encoder: Encoder, texts: list[str], previous: list[int | None], old: np.ndarray | None,
-             progress: bool) -> np.ndarray:
-    """(n, d) float32: old rows carried over, only new sentences embedded."""
-    out = np.zeros((len(texts), encoder.info.dim), dtype=np.float32)
-    todo = [i for i, p in enumerate(previous) if p is None or old is None]
-    kept = [i for i in range(len(texts)) if previous[i] is not None and old is not None]
-    if kept:
-        out[kept] = old[[previous[i] for i in kept]]
-    if todo:
-        log.info("embedding %d new sentences with %s", len(todo), encoder.info.name)
-        out[todo] = encoder.encode_documents([texts[i] for i in todo], progress=progress)
-    return out
-
-
-def _faiss_index(vectors: np.ndarray) -> "faiss.Index":
-    """Exact inner product for small corpora, HNSW above HNSW_THRESHOLD sentences."""
-    n, d = vectors.shape
-    if n >= HNSW_THRESHOLD:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-    else:
-        index = faiss.IndexFlatIP(d)
-    index.add(vectors)
-    return index
-
-
-def _write_keyword_indexes(db: sqlite3.Connection, texts: list[str], gen: Path) -> None:
-    """BM25 over three views of the text: each sentence, the sentence with its neighbours, its article."""
-    sent_tokens = [tokenize(t) for t in texts]
-    article_of = [a for (a,) in db.execute("SELECT article_id FROM sentences ORDER BY pos")]
-    window = []
-    for i, toks in enumerate(sent_tokens):
-        same = [j for j in (i - 1, i + 1) if 0 <= j < len(texts) and article_of[j] == article_of[i]]
-        window.append(toks + [t for j in same for t in sent_tokens[j]])
-    articles, order = {}, []
-    for title, aid in db.execute("SELECT a.title, a.id FROM articles a ORDER BY a.rowid"):
-        articles[aid] = tokenize(title)
-        order.append(aid)
-    for aid, toks in zip(article_of, sent_tokens):
-        articles[aid].extend(toks)
-    article_pos = {a: i for i, a in enumerate(order)}
-    np.save(gen / "sentence_article.npy", np.array([article_pos[a] for a in article_of], dtype=np.int64))
-    for level, docs in zip(KEYWORD_LEVELS, (sent_tokens, window, [articles[a] for a in order])):
-        bm = bm25s.BM25(**BM25_PARAMS)
-        bm.index([d or [""] for d in docs], show_progress=False)
-        bm.save(gen / f"bm25-{level}", show_progress=False)
+            try:
+                os.link(path, dst / path.name)
+            except OSError:  # another file system, or links not allowed: a copy does the same
+                shutil.copy2(path, dst / path.name)
 
 
 def _publish(index_dir: Path, gen: Path) -> None:
@@ -440,7 +989,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _sync_tree(folder: Path) -> None:
     """Flush every file under folder to disk, so that CURRENT never names a generation that a power
-    cut could leave half-written (the store is written with synchronous=OFF)."""
+    cut could leave half-written (the stores are written with synchronous=OFF)."""
     for path in sorted(folder.rglob("*"), reverse=True):
         if path.is_file():
             with open(path, "rb") as f:

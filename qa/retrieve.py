@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-import bm25s
-import faiss
 import numpy as np
 
 from qa import models, selftrain, store
 from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
-from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, keyword_settings, live_generation
+from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation, open_segments
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -105,36 +105,32 @@ class Stats:
     sources: tuple[str, ...]
     mode: Mode
     mode_reason: str
+    undated: int = 0  # articles without a date
 
 
 class Retriever:
-    """A loaded index. Load once with Retriever.load and share it; search is read-only."""
+    """A loaded index: its segments, searched together. Load once with Retriever.load and share it;
+    search is read-only."""
 
     def __init__(self, gen: Path, manifest: Manifest, encoder: Encoder | None, notice: str = "",
                  weights: Weights = Weights()):
         self.manifest, self.encoder, self.weights = manifest, encoder, weights
         self.notice = notice or manifest.mode_reason
-        self.db = store.connect(gen / "store.sqlite", readonly=True)
-        self.bm25 = {lv: bm25s.BM25.load(gen / f"bm25-{lv}", show_progress=False) for lv in KEYWORD_LEVELS}
-        self.sentence_article = np.load(gen / "sentence_article.npy")
-        df = np.diff(self.bm25["sentence"].scores["indptr"]).astype(np.float64)
-        n = manifest.sentences
-        self.idf = dict(zip(self.bm25["sentence"].vocab_dict, np.log((n + 1) / (df + 0.5))))
-        self.unknown_idf = math.log((n + 1) / 0.5)
-        rows = self.db.execute("SELECT id, source, published FROM articles ORDER BY rowid").fetchall()
-        self.article_ids = [r[0] for r in rows]
-        self.article_source = np.array([r[1] for r in rows], dtype=object)
-        self.article_date = np.array([r[2][:10] for r in rows], dtype=object)
-        self.faiss = self.vectors = self.neighbours = None
-        if encoder is not None:
-            if weights.expansion > 0:
-                vocab = self.bm25["sentence"].vocab_dict  # may hold one id past df: bm25s's empty token
-                sentences_with = {t: int(df[i]) for t, i in vocab.items() if i < len(df)}
-                self.neighbours = WordNeighbours.from_model(encoder.model, sentences_with)
-            self.faiss = faiss.read_index(str(gen / "dense.faiss"))
-            if hasattr(self.faiss, "hnsw"):
-                self.faiss.hnsw.efSearch = 128
-            self.vectors = np.load(gen / "vectors.npy", mmap_mode="r")
+        self.segments = open_segments(gen, manifest, load_vectors=encoder is not None)
+        # Keyword statistics over every segment together (deleted rows count until a merge drops
+        # them, as in Lucene): scores compare across segments.
+        self.docs = {"sentence": sum(s.sentences for s in self.segments),
+                     "window": sum(s.sentences for s in self.segments),
+                     "article": sum(s.articles for s in self.segments)}
+        self.unknown_idf = math.log((manifest.sentences + 1) / 0.5)
+        self._df_cache: dict[tuple[str, str], int] = {}
+        self.neighbours = None
+        if encoder is not None and weights.expansion > 0:
+            sentences_with: dict[str, int] = {}
+            for seg in self.segments:
+                for t, df in zip(seg.terms, np.diff(seg.levels["sentence"].indptr)):
+                    sentences_with[t] = sentences_with.get(t, 0) + int(df)
+            self.neighbours = WordNeighbours.from_model(encoder.model, sentences_with)
 
     @classmethod
     def load(cls, index_dir: str | Path, encoder: Encoder | None = None, load_model: bool = True,
@@ -173,6 +169,10 @@ class Retriever:
             weights = SELF_TRAINED_WEIGHTS if manifest.model == selftrain.SELF_TRAINED else Weights()
         return cls(gen, manifest, encoder, notice, weights)
 
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+
     @property
     def mode(self) -> Mode:
         if self.encoder is None:
@@ -182,14 +182,78 @@ class Retriever:
         return Mode(PRETRAINED, self.encoder.info.name)
 
     def stats(self) -> Stats:
-        dates = sorted(d for d in self.article_date if d)
-        return Stats(articles=len(self.article_ids), sentences=self.manifest.sentences,
-                     first_date=dates[0] if dates else "", last_date=dates[-1] if dates else "",
-                     sources=tuple(sorted({s for s in self.article_source if s})), mode=self.mode,
-                     mode_reason=self.notice)
+        dates = np.concatenate([s.article_date[s.live_article] for s in self.segments] or [np.zeros(0, np.int32)])
+        dated = dates[dates > 0]
+        sources = {seg.sources[c] for seg in self.segments
+                   for c in np.unique(seg.article_source[seg.live_article])} - {""}
+        return Stats(articles=self.manifest.articles, sentences=self.manifest.sentences,
+                     first_date=_iso(int(dated.min())) if len(dated) else "",
+                     last_date=_iso(int(dated.max())) if len(dated) else "",
+                     sources=tuple(sorted(sources)), mode=self.mode, mode_reason=self.notice,
+                     undated=int((dates == 0).sum()))
+
+    @property
+    def article_ids(self) -> list[str]:
+        """Every live article's id, in index order."""
+        return [i for seg in self.segments for i, live in zip(store.article_ids(seg.db), seg.live_article) if live]
 
     def article(self, article_id: str) -> Article | None:
-        return store.read_article(self.db, article_id)
+        for seg in reversed(self.segments):
+            found = store.read_article(seg.db, article_id)
+            if found is not None and seg.live_article[found[0]]:
+                return found[1]
+        return None
+
+    def article_with_text_key(self, key: str) -> str | None:
+        """The id of the live article whose text has this text_key (qa.articles.text_key), if any."""
+        for seg in self.segments:
+            for row, aid, _ in store.articles_by_text_key(seg.db, [key]):
+                if seg.live_article[row]:
+                    return aid
+        return None
+
+    def find_sentence(self, article_id: str, text: str) -> str | None:
+        """The id of the sentence of article_id that reads exactly text, if the index holds one."""
+        for seg in reversed(self.segments):
+            row = store.sentence_row(seg.db, article_id, text)
+            if row is not None and seg.live_article[seg.sentence_article[row]]:
+                return f"{article_id}:{store.passages(seg.db, [row])[row][6]}"
+        return None
+
+    # -- whole-index views, for benchmarks and evaluation ---------------------------------------
+
+    def offsets(self) -> list[int]:
+        """Each segment's first position: a sentence's position is its segment's offset plus its row
+        (deleted rows keep their positions until a merge drops them)."""
+        return [0, *np.cumsum([seg.sentences for seg in self.segments]).tolist()][:len(self.segments)]
+
+    def sentences(self) -> Iterator[tuple[int, str, str, int, int, str]]:
+        """(position, sentence id, article id, start, end, text) of every live sentence, in index order."""
+        for off, seg in zip(self.offsets(), self.segments):
+            for row, aid, _, start, end, text in store.sentences(seg.db):
+                if seg.live_article[seg.sentence_article[row]]:
+                    yield off + row, f"{aid}:{row - seg.article_first[seg.sentence_article[row]]}", aid, start, end, text
+
+    def positions(self) -> int:
+        """How many positions there are (live sentences and deleted ones)."""
+        return sum(seg.sentences for seg in self.segments)
+
+    def level_scores(self, terms: list[str]) -> dict[str, np.ndarray]:
+        """Raw BM25 scores of terms at each keyword level, (positions,) float32 each (the article
+        level spread to its sentences; deleted rows 0): what search fuses."""
+        kw = _Keyword(self, Counter(terms), None)
+        out = {}
+        for lv in KEYWORD_LEVELS:
+            parts = []
+            for i, seg in enumerate(self.segments):
+                a = kw.acc[i][lv][seg.sentence_article] if lv == "article" else kw.acc[i][lv]
+                parts.append(a if seg.live is None else np.where(seg.live, a, 0))
+            out[lv] = np.concatenate(parts).astype(np.float32)
+        return out
+
+    def all_vectors(self) -> np.ndarray:
+        """(positions, d) float32: every sentence's vector (a copy, decoded from the segments' indexes)."""
+        return np.concatenate([seg.vectors(np.arange(seg.sentences)) for seg in self.segments])
 
     def search(self, question: str, k: int = 5, sources: list[str] | None = None,
                since: str | None = None, until: str | None = None) -> list[Hit]:
@@ -198,35 +262,42 @@ class Retriever:
         question = question.strip()[:MAX_QUESTION_CHARS]
         terms = tokenize(question)
         w = self.weights
-        n = self.manifest.sentences
+        pool = max(50, 10 * k)
         allowed = self._filter(sources, since, until)
-        levels = self._level_scores(terms)
-        scores = self._keyword_scores(levels, allowed)
+        keyword = _Keyword(self, Counter(terms), allowed)
         covered = 1.0
         if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
-            covered = self._coverage(scores, terms)
+            covered = self._coverage(keyword, terms)
             extra = expand(terms, self.neighbours, QUESTION_FRAME) \
                 if self.neighbours is not None and w.expansion > 0 and covered < w.expand_below else []
             if extra:  # the extra words count `expansion` of a question word at every level
-                more = self._level_scores(extra)
-                scores = self._keyword_scores({lv: s + w.expansion * more[lv] for lv, s in levels.items()}, allowed)
-        pool = max(50, 10 * k)
-        cand = np.argsort(-scores)[:pool]
-        cand = cand[scores[cand] > 0] if self.encoder is None else cand[np.isfinite(scores[cand])]
+                weights = Counter(terms)
+                for t in extra:
+                    weights[t] += w.expansion
+                keyword = _Keyword(self, weights, allowed)
+        cand = keyword.top(pool, positive=self.encoder is None)  # (segment, row) pairs, best first
         dense = None
         if self.encoder is not None and question:
             qv = self.encoder.encode_queries([question])
-            _, ids = self.faiss.search(qv, pool if allowed is None else min(n, pool * 20))
-            ids = ids[0][ids[0] >= 0]
-            if allowed is not None:
-                ids = ids[allowed[ids]]
-            cand = np.unique(np.concatenate([cand, ids[:pool]]))  # sorted, which suits the memmap
-            dense = np.asarray(self.vectors[cand] @ qv[0], dtype=np.float32)
-            fused = scores[cand] + self._dense_weight(covered) * dense
+            found = []
+            for i, seg in enumerate(self.segments):
+                if seg.faiss is not None:
+                    cos, rows = seg.dense_search(qv, pool, None if allowed is None else allowed[i])
+                    found += [(float(c), i, int(r)) for c, r in zip(cos, rows)]
+            found.sort(key=lambda x: -x[0])
+            cand = sorted(set(cand) | {(i, r) for _, i, r in found[:pool]})
+            dense = np.zeros(len(cand), np.float32)
+            by_segment: dict[int, list[int]] = {}
+            for j, (i, r) in enumerate(cand):
+                by_segment.setdefault(i, []).append(j)
+            for i, js in by_segment.items():
+                rows = np.array([cand[j][1] for j in js], dtype=np.int64)
+                dense[js] = self.segments[i].vectors(rows) @ qv[0]
+            fused = keyword.scores(cand) + self._dense_weight(covered) * dense
         else:
-            fused = scores[cand]
+            fused = keyword.scores(cand)
         order = np.argsort(-fused, kind="stable")
-        ranked = [(int(cand[i]), float(fused[i]), None if dense is None else float(dense[i])) for i in order]
+        ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order]
         hits = self._hits(ranked, terms, k)
         places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
         if places and len(hits) > k - places:
@@ -234,83 +305,103 @@ class Retriever:
             seen = {p.sentence_id for h in head for p in h.sources}
             # the model's best that the head does not hold are among its best len(seen) + places
             by_dense = sorted(ranked, key=lambda r: -r[2])[:len(seen) + places]
-            extra = self._hits([r for r in by_dense if self._sentence_id(r[0]) not in seen], terms, places)
+            extra = [h for h in self._hits(by_dense, terms, len(seen) + places)
+                     if not {p.sentence_id for p in h.sources} & seen][:places]
             taken = seen | {p.sentence_id for h in extra for p in h.sources}
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
         return hits
 
-    def _filter(self, sources, since, until) -> np.ndarray | None:
+    def _filter(self, sources, since, until) -> list[np.ndarray] | None:
+        """Per segment, a bool mask over its sentences (None: no filter)."""
         if not sources and not since and not until:
             return None
-        ok = np.ones(len(self.article_ids), dtype=bool)
-        if sources:
-            ok &= np.isin(self.article_source, list(sources))
-        if since:
-            ok &= np.array([bool(d) and d >= since for d in self.article_date])
-        if until:
-            ok &= np.array([bool(d) and d <= until for d in self.article_date])
-        return ok[self.sentence_article]
-
-    def _hits(self, ranked: list[tuple[int, float, float | None]], terms: list[str], k: int) -> list[Hit]:
-        groups: list[list[tuple[Passage, float, float | None, set[str]]]] = []
-        for pos, score, dense in ranked:
-            p = self._passage(pos)
-            toks = set(tokenize(p.text))
-            for g in groups:
-                if p.article_id not in {q.article_id for q, *_ in g} and same_fact(toks, g[0][3]):
-                    g.append((p, score, dense, toks))
-                    break
-            else:
-                if len(groups) == k:
-                    continue
-                groups.append([(p, score, dense, toks)])
-        return [self._hit(g, terms) for g in groups]
-
-    def _hit(self, group, terms: list[str]) -> Hit:
-        p, score, dense, _ = group[0]
-        before = [t for (t,) in self.db.execute(
-            "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index - 1))]
-        after = [t for (t,) in self.db.execute(
-            "SELECT text FROM sentences WHERE article_id = ? AND idx = ?", (p.article_id, p.index + 1))]
-        support = self.support(terms, " ".join([*before, p.text, *after])) if self.support(terms, p.text) else 0.0
-        return Hit(passage=p, score=score, support=support,
-                   dense=dense, before=tuple(before), after=tuple(after),
-                   sources=tuple(q for q, *_ in group))
-
-    def _level_scores(self, terms: list[str]) -> dict[str, np.ndarray]:
-        """Raw BM25 scores of terms per keyword level with a weight, each (n,) over sentences (the
-        article level's spread to its sentences)."""
-        w = self.weights
-        out = {}
-        for level, weight in zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)):
-            if terms and weight:
-                s = self.bm25[level].get_scores(terms)
-                out[level] = s[self.sentence_article] if level == "article" else s
+        lo, hi = _date_bound(since, low=True), _date_bound(until, low=False)
+        out = []
+        for seg in self.segments:
+            ok = np.ones(seg.articles, dtype=bool)
+            if sources:
+                codes = [c for c, name in enumerate(seg.sources) if name in set(sources)]
+                ok &= np.isin(seg.article_source, codes)
+            if lo or hi:
+                ok &= seg.article_date > 0
+                if lo:
+                    ok &= seg.article_date >= lo
+                if hi:
+                    ok &= seg.article_date <= hi
+            out.append(ok[seg.sentence_article])
         return out
 
-    def _keyword_scores(self, levels: dict[str, np.ndarray], allowed: np.ndarray | None) -> np.ndarray:
-        """(n,) float32: each level divided by its best and weighted, summed; -inf where filtered out."""
-        w = dict(zip(KEYWORD_LEVELS, (self.weights.sentence, self.weights.window, self.weights.article)))
-        scores = np.zeros(self.manifest.sentences, dtype=np.float32)
-        for level, s in levels.items():
-            top = float(s.max())
-            if top > 0:
-                scores += w[level] * s / top
-        if allowed is not None:
-            scores[~allowed] = -np.inf
-        return scores
+    def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int) -> list[Hit]:
+        """Group ranked sentences into k facts (near-identical sentences of different articles are one
+        fact), fetching passages a batch at a time and stopping once k facts are found."""
+        groups: list[list] = []
+        batch = max(20, 4 * k)
+        for start in range(0, len(ranked), batch):
+            chunk = ranked[start:start + batch]
+            fetched = self._passages([key for key, _, _ in chunk])
+            for key, score, dense in chunk:
+                p, toks = fetched[key]
+                for g in groups:
+                    if p.article_id not in {q.article_id for q, *_ in g} and same_fact(toks, g[0][3]):
+                        g.append((p, score, dense, toks, key))
+                        break
+                else:
+                    if len(groups) < k:
+                        groups.append([(p, score, dense, toks, key)])
+            if len(groups) >= k:
+                break
+        return self._make_hits(groups, terms)
 
-    def _coverage(self, keyword_scores: np.ndarray, terms: list[str]) -> float:
+    def _passages(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[Passage, set[str]]]:
+        """(passage, its token set) of each (segment, row): one query per segment."""
+        out = {}
+        by_segment: dict[int, list[int]] = {}
+        for i, r in keys:
+            by_segment.setdefault(i, []).append(r)
+        for i, rows in by_segment.items():
+            seg = self.segments[i]
+            for r, row in store.passages(seg.db, rows).items():
+                out[(i, r)] = (_passage(row), {seg.terms[t] for t in seg.tokens(r)})
+        return out
+
+    def _make_hits(self, groups: list[list], terms: list[str]) -> list[Hit]:
+        around: dict[int, set[int]] = {}
+        for g in groups:
+            i, r = g[0][4]
+            around.setdefault(i, set()).update((r - 1, r + 1))
+        texts = {}
+        for i, rows in around.items():
+            seg = self.segments[i]
+            rows = [r for r in rows if 0 <= r < seg.sentences]
+            texts.update({(i, r): (row[10], row[11]) for r, row in store.passages(seg.db, rows).items()})
+        hits = []
+        for g in groups:
+            p, score, dense, toks, (i, r) = g[0]
+            seg = self.segments[i]
+            art = seg.sentence_article[r]
+            before = [texts[(i, r - 1)][0]] if (i, r - 1) in texts and texts[(i, r - 1)][1] == art else []
+            after = [texts[(i, r + 1)][0]] if (i, r + 1) in texts and texts[(i, r + 1)][1] == art else []
+            window = set(toks)
+            for j in (r - 1, r + 1):
+                if (i, j) in texts and texts[(i, j)][1] == art:
+                    window.update(seg.terms[t] for t in seg.tokens(j))
+            support = self._support(terms, window) if self._support(terms, toks) else 0.0
+            hits.append(Hit(passage=p, score=score, support=support, dense=dense, before=tuple(before),
+                            after=tuple(after), sources=tuple(q for q, *_ in g)))
+        return hits
+
+    def _coverage(self, keyword: "_Keyword", terms: list[str]) -> float:
         """Support (0..1) of the best keyword match with its neighbours: how well the words alone did."""
-        top = int(np.argmax(keyword_scores))
-        covered = 0.0
-        if keyword_scores[top] > 0:
-            p = self._passage(top)
-            around = [t for (t,) in self.db.execute(
-                "SELECT text FROM sentences WHERE article_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
-                (p.article_id, p.index - 1, p.index + 1))]
-            covered = self.support(terms, " ".join(around))
-        return covered
+        best = keyword.top(1, positive=True)
+        if not best:
+            return 0.0
+        i, r = best[0]
+        seg = self.segments[i]
+        present: set[str] = set()
+        for j in (r - 1, r, r + 1):
+            if 0 <= j < seg.sentences and seg.sentence_article[j] == seg.sentence_article[r]:
+                present.update(seg.terms[t] for t in seg.tokens(j))
+        return self._support(terms, present)
 
     def _dense_weight(self, covered: float) -> float:
         w = self.weights
@@ -318,27 +409,144 @@ class Retriever:
             return w.dense
         return w.dense + (w.dense_weak - w.dense) * (1.0 - covered) ** 2
 
+    def df(self, term: str, level: str = "sentence") -> int:
+        """Documents of the level holding term, over every segment."""
+        key = (level, term)
+        if key not in self._df_cache:
+            if len(self._df_cache) > 100_000:
+                self._df_cache.clear()
+            self._df_cache[key] = sum(seg.levels[level].df(seg.vocab[term]) for seg in self.segments
+                                      if term in seg.vocab)
+        return self._df_cache[key]
+
     def support(self, terms: list[str], text: str) -> float:
         """Share of the question terms' idf found in text (0..1): how much of the question it covers.
 
         Words that frame the question ("name", "date", "happen") do not count unless nothing else is left.
         """
+        return self._support(terms, set(tokenize(text)))
+
+    def _support(self, terms: list[str], present: set[str]) -> float:
         terms = [t for t in terms if t not in QUESTION_FRAME] or terms
         if not terms:
             return 0.0
-        present = set(tokenize(text))
-        weights = {t: self.idf.get(t, self.unknown_idf) for t in set(terms)}
+        n = self.manifest.sentences
+        weights = {t: (math.log((n + 1) / (df + 0.5)) if (df := self.df(t)) else self.unknown_idf)
+                   for t in set(terms)}
         return sum(v for t, v in weights.items() if t in present) / sum(weights.values())
 
-    def _sentence_id(self, pos: int) -> str:
-        return self.db.execute("SELECT id FROM sentences WHERE pos = ?", (pos,)).fetchone()[0]
 
-    def _passage(self, pos: int) -> Passage:
-        row = self.db.execute(
-            "SELECT s.id, s.article_id, a.title, a.source, a.published, a.url, s.idx, s.paragraph, s.start, "
-            "s.end, s.text FROM sentences s JOIN articles a ON a.id = s.article_id WHERE s.pos = ?",
-            (pos,)).fetchone()
-        return Passage(*row)
+class _Keyword:
+    """One question's BM25 scores at the three levels over every segment: each level divided by its
+    best live value and weighted, then summed (the article level spread to its sentences)."""
+
+    def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
+        self.r, self.allowed = r, allowed
+        w = r.weights
+        self.level_weight = dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)))
+        idf_of = {lv: {t: float(idf(sum(seg.levels[lv].df(seg.vocab[t]) for seg in r.segments if t in seg.vocab),
+                                     r.docs[lv])) for t in terms} for lv in KEYWORD_LEVELS}
+        self.acc: list[dict[str, np.ndarray]] = []
+        self.docs: list[np.ndarray] = []  # per segment: live sentences holding a term (in them or beside them)
+        top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
+        for seg in r.segments:
+            acc = {}
+            for lv in KEYWORD_LEVELS:
+                p = seg.levels[lv]
+                a = np.zeros(p.docs, np.float32)
+                if self.level_weight[lv]:
+                    for t, count in terms.items():
+                        tid = seg.vocab.get(t)
+                        if tid is not None:
+                            idx, tfc = p.of(tid)
+                            a[idx] += np.float32(count * idf_of[lv][t]) * tfc
+                acc[lv] = a
+            docs = np.flatnonzero(acc["window"]) if terms else np.zeros(0, np.int64)
+            if seg.live is not None:
+                docs = docs[seg.live[docs]]
+            if len(docs):
+                top["sentence"] = max(top["sentence"], float(acc["sentence"][docs].max()))
+                top["window"] = max(top["window"], float(acc["window"][docs].max()))
+            art = acc["article"][seg.live_article] if seg.live is not None else acc["article"]
+            if len(art):
+                top["article"] = max(top["article"], float(art.max()))
+            self.acc.append(acc)
+            self.docs.append(docs)
+        self.scale = {lv: (self.level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
+
+    def _fused(self, i: int, rows: np.ndarray) -> np.ndarray:
+        acc, seg, s = self.acc[i], self.r.segments[i], self.scale
+        return (s["sentence"] * acc["sentence"][rows] + s["window"] * acc["window"][rows]
+                + s["article"] * acc["article"][seg.sentence_article[rows]]).astype(np.float32)
+
+    def top(self, pool: int, positive: bool) -> list[tuple[int, int]]:
+        """The pool best (segment, row) pairs by keyword score, best first; positive: only those with
+        a score above 0 (else live, allowed sentences fill up the pool)."""
+        keys, scores = [], []
+        for i, seg in enumerate(self.r.segments):
+            rows = self.docs[i]
+            art = self.acc[i]["article"]
+            if self.scale["article"] > 0:
+                ok = art > 0
+                if seg.live is not None:
+                    ok &= seg.live_article
+                arts = np.flatnonzero(ok)
+                if len(arts) > pool:
+                    arts = arts[np.argpartition(-art[arts], pool)[:pool]]
+                # every sentence of the best articles: one of them may outscore the matching sentences
+                starts, ends = seg.article_first[arts], seg.article_first[arts + 1]
+                counts = ends - starts
+                spread = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+                rows = np.union1d(rows, spread)
+            if not positive and len(rows) < pool:
+                filler = np.arange(min(seg.sentences, pool + len(rows)))
+                rows = np.union1d(rows, filler if seg.live is None else filler[seg.live[filler]])
+            if self.allowed is not None:
+                rows = rows[self.allowed[i][rows]]
+            if len(rows) == 0:
+                continue
+            s = self._fused(i, rows)
+            if positive:
+                rows, s = rows[s > 0], s[s > 0]
+            if len(rows) > pool:
+                best = np.argpartition(-s, pool)[:pool]
+                rows, s = rows[best], s[best]
+            keys += [(i, int(r)) for r in rows]
+            scores.append(s)
+        if not keys:
+            return []
+        scores = np.concatenate(scores)
+        order = np.lexsort((np.arange(len(keys)), -scores))[:pool]
+        return [keys[j] for j in order]
+
+    def scores(self, keys: list[tuple[int, int]]) -> np.ndarray:
+        out = np.zeros(len(keys), np.float32)
+        by_segment: dict[int, list[int]] = {}
+        for j, (i, _) in enumerate(keys):
+            by_segment.setdefault(i, []).append(j)
+        for i, js in by_segment.items():
+            out[js] = self._fused(i, np.array([keys[j][1] for j in js], dtype=np.int64))
+        return out
+
+
+def _passage(row: tuple) -> Passage:
+    _, aid, title, source, published, url, idx, paragraph, start, end, text, _ = row
+    return Passage(f"{aid}:{idx}", aid, title, source, published, url, idx, paragraph, start, end, text)
+
+
+def _iso(date: int) -> str:
+    return f"{date // 10000:04d}-{date // 100 % 100:02d}-{date % 100:02d}"
+
+
+def _date_bound(value: str | None, low: bool) -> int:
+    """An ISO date (or a year, or a year and month) as YYYYMMDD: the first or last day it covers."""
+    if not value:
+        return 0
+    digits = "".join(c for c in value[:10] if c.isdigit())
+    if len(digits) not in (4, 6, 8):
+        raise ValueError(f"not a date: {value!r}; use YYYY-MM-DD")
+    pad = "0101" if low else "1231"
+    return int((digits + pad[len(digits) - 4:]) if len(digits) < 8 else digits)
 
 
 def same_fact(a: set[str], b: set[str], threshold: float = 0.6) -> bool:

@@ -1,87 +1,204 @@
-"""SQLite store of articles and sentences: the index's record of what it holds."""
+"""SQLite store of one index segment: its articles, its sentences and the corpus files they came from.
+
+Every SQL statement of the project is in this module. A segment's store is written once, by the
+build that creates the segment, and never changed afterwards (deletions are a mask kept beside
+it, see qa.index), so readers open it immutable. Sentence text is not stored twice: a sentence
+is its article's text between `start` and `end`, cut out by SQLite when it is read.
+"""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from qa.articles import Article
 from qa.sentences import Sentence
 
+SCHEMA_VERSION = 2  # PRAGMA user_version; a store of another version is refused on open
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
-    id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL, published TEXT NOT NULL,
-    url TEXT NOT NULL, text TEXT NOT NULL, origin TEXT NOT NULL, content_hash TEXT NOT NULL
+    row INTEGER PRIMARY KEY,  -- 0-based, in the order the segment holds them
+    id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, source TEXT NOT NULL, published TEXT NOT NULL,
+    url TEXT NOT NULL, text TEXT NOT NULL,
+    origin TEXT NOT NULL,  -- the corpus file it came from, an absolute path
+    content_hash TEXT NOT NULL,  -- sha1 of title/source/published/url/text: changed or not
+    text_key TEXT NOT NULL  -- sha1 of the whitespace-collapsed text: the same article from elsewhere
 );
+CREATE INDEX IF NOT EXISTS articles_origin ON articles(origin);
+CREATE INDEX IF NOT EXISTS articles_text_key ON articles(text_key);
 CREATE TABLE IF NOT EXISTS sentences (
-    id TEXT PRIMARY KEY, article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL, paragraph INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    pos INTEGER  -- row in vectors.npy and the keyword index; renumbered on every build
+    row INTEGER PRIMARY KEY,  -- 0-based: the row of the segment's keyword and vector indexes
+    article INTEGER NOT NULL,  -- articles.row; an article's sentences are consecutive rows, in order
+    idx INTEGER NOT NULL, paragraph INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sentences_pos ON sentences(pos);
-CREATE INDEX IF NOT EXISTS sentences_article ON sentences(article_id, idx);
+CREATE TABLE IF NOT EXISTS files (
+    origin TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha1 TEXT NOT NULL
+);
 """
 
-
-# A generation's store is written by one build, in a folder no reader sees until it is published,
+# A segment's store is written by one build, in a folder no reader sees until it is published,
 # and never changed after: see index/README.md, "SQLite settings".
 WRITER_PRAGMAS = (
-    "PRAGMA journal_mode = MEMORY",  # no journal file: a killed build's generation is deleted, not recovered
+    "PRAGMA journal_mode = MEMORY",  # no journal file: a killed build's segment is deleted, not recovered
     "PRAGMA synchronous = OFF",  # qa.index flushes the whole generation to disk once, before publishing it
     "PRAGMA busy_timeout = 10000",  # ms; nothing else opens the file, so only a stray tool could make it wait
 )
 
+_PASSAGE = ("SELECT s.row, a.id, a.title, a.source, a.published, a.url, s.idx, s.paragraph, s.start, s.end, "
+            "substr(a.text, s.start + 1, s.end - s.start), s.article FROM sentences s "
+            "JOIN articles a ON a.row = s.article")
+
+
+class StoreError(RuntimeError):
+    """A store this program cannot read (another schema version, or not a store at all)."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    origin: str
+    size: int
+    mtime_ns: int
+    sha1: str
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """What a build needs to know about an indexed article: where it is and whether it changed."""
+    row: int
+    id: str
+    origin: str
+    content_hash: str
+
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    """Open a generation's store: readonly for a published one (immutable: no locks, no journal
-    lookups, so a reader keeps working even after the generation is deleted under it), else to build."""
+    """Open a segment's store: readonly for a published one (immutable: no locks, no journal
+    lookups, so a reader keeps working even after the segment is deleted under it), else to write."""
     if readonly:
-        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                             check_same_thread=False)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise StoreError(f"{path} is not a readable store ({e})") from e
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise StoreError(f"{path} has store schema version {version}, this program reads {SCHEMA_VERSION}")
     else:
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(path, check_same_thread=False)
         for pragma in WRITER_PRAGMAS:
             db.execute(pragma)
         db.executescript(SCHEMA)
-    db.execute("PRAGMA foreign_keys = ON")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 
 
-def article_hashes(db: sqlite3.Connection) -> dict[str, tuple[str, str]]:
-    """id -> (content_hash, origin) for every stored article."""
-    return {i: (h, o) for i, h, o in db.execute("SELECT id, content_hash, origin FROM articles")}
+# -- writing a segment -------------------------------------------------------------------------
 
-
-def article_texts(db: sqlite3.Connection) -> list[tuple[str, str]]:
-    """(id, text) of every stored article."""
-    return db.execute("SELECT id, text FROM articles").fetchall()
-
-
-def delete_articles(db: sqlite3.Connection, ids: list[str]) -> None:
-    db.executemany("DELETE FROM articles WHERE id = ?", [(i,) for i in ids])
-
-
-def insert_article(db: sqlite3.Connection, article: Article, origin: str, sentences: list[Sentence]) -> None:
+def insert_article(db: sqlite3.Connection, row: int, first_sentence: int, article: Article, origin: str,
+                   text_key: str, sentences: list[Sentence]) -> None:
+    """Store article as row `row`, its sentences as rows first_sentence, first_sentence + 1, …"""
     a = article
-    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               (a.id, a.title, a.source, a.published, a.url, a.text, origin, a.content_hash))
-    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                   [(s.id, s.article_id, s.index, s.paragraph, s.start, s.end, s.text) for s in sentences])
+    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (row, a.id, a.title, a.source, a.published, a.url, a.text, origin, a.content_hash, text_key))
+    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
+                   [(first_sentence + i, row, s.index, s.paragraph, s.start, s.end) for i, s in enumerate(sentences)])
 
 
-def renumber(db: sqlite3.Connection) -> list[int | None]:
-    """Give every sentence a dense pos 0..n-1 (articles in insertion order, sentences in order).
-
-    Returns, for each new pos, the sentence's previous pos (None for new sentences), so that
-    stored vectors can be carried over without re-embedding.
-    """
-    rows = db.execute(
-        "SELECT s.rowid, s.pos FROM sentences s JOIN articles a ON a.id = s.article_id "
-        "ORDER BY a.rowid, s.idx").fetchall()
-    db.executemany("UPDATE sentences SET pos = ? WHERE rowid = ?", [(p, rid) for p, (rid, _) in enumerate(rows)])
-    return [old for _, old in rows]
+def insert_files(db: sqlite3.Connection, records: Iterable[FileRecord]) -> None:
+    db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                   [(r.origin, r.size, r.mtime_ns, r.sha1) for r in records])
 
 
-def read_article(db: sqlite3.Connection, article_id: str) -> Article | None:
-    row = db.execute("SELECT id, title, source, published, url, text, origin, content_hash "
+def copy_article(src: sqlite3.Connection, db: sqlite3.Connection, old_row: int, row: int,
+                 first_sentence: int) -> int:
+    """Copy article old_row of src, with its sentences, into db as row `row` (a merge); returns its
+    sentence count."""
+    fields = src.execute("SELECT id, title, source, published, url, text, origin, content_hash, text_key "
+                         "FROM articles WHERE row = ?", (old_row,)).fetchone()
+    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (row, *fields))
+    spans = src.execute("SELECT idx, paragraph, start, end FROM sentences WHERE article = ? ORDER BY row",
+                        (old_row,)).fetchall()
+    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
+                   [(first_sentence + i, row, *s) for i, s in enumerate(spans)])
+    return len(spans)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def file_records(db: sqlite3.Connection) -> dict[str, FileRecord]:
+    return {o: FileRecord(o, s, m, h) for o, s, m, h in db.execute("SELECT origin, size, mtime_ns, sha1 FROM files")}
+
+
+def articles_from(db: sqlite3.Connection, origins: Iterable[str]) -> list[StoredArticle]:
+    """The stored articles that came from any of origins (files)."""
+    out = []
+    for origin in origins:
+        out += [StoredArticle(*r) for r in db.execute(
+            "SELECT row, id, origin, content_hash FROM articles WHERE origin = ?", (origin,))]
+    return out
+
+
+def origins(db: sqlite3.Connection) -> list[str]:
+    return [o for (o,) in db.execute("SELECT DISTINCT origin FROM articles")]
+
+
+def articles_by_id(db: sqlite3.Connection, ids: Iterable[str]) -> list[StoredArticle]:
+    return _chunked(db, "SELECT row, id, origin, content_hash FROM articles WHERE id IN ({})", list(ids),
+                    StoredArticle)
+
+
+def articles_by_text_key(db: sqlite3.Connection, keys: Iterable[str]) -> list[tuple[int, str, str]]:
+    """(row, id, text_key) of the stored articles whose text_key is among keys."""
+    return _chunked(db, "SELECT row, id, text_key FROM articles WHERE text_key IN ({})", list(keys), tuple)
+
+
+def article_table(db: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
+    """(id, source, published, first sentence row) of every article, by row."""
+    return db.execute("SELECT a.id, a.source, a.published, (SELECT MIN(s.row) FROM sentences s "
+                      "WHERE s.article = a.row) FROM articles a ORDER BY a.row").fetchall()
+
+
+def article_ids(db: sqlite3.Connection) -> list[str]:
+    return [i for (i,) in db.execute("SELECT id FROM articles ORDER BY row")]
+
+
+def read_article(db: sqlite3.Connection, article_id: str) -> tuple[int, Article] | None:
+    """(row, article) or None."""
+    row = db.execute("SELECT row, id, title, source, published, url, text, origin, content_hash "
                      "FROM articles WHERE id = ?", (article_id,)).fetchone()
-    return Article(*row) if row else None
+    return (row[0], Article(*row[1:])) if row else None
+
+
+def passages(db: sqlite3.Connection, rows: Iterable[int]) -> dict[int, tuple]:
+    """row -> (row, article id, title, source, published, url, idx, paragraph, start, end, text, article row),
+    one query for a batch of sentence rows."""
+    return {r[0]: r for r in _chunked(db, _PASSAGE + " WHERE s.row IN ({})", sorted(set(rows)), tuple)}
+
+
+def sentence_row(db: sqlite3.Connection, article_id: str, text: str) -> int | None:
+    """The row of the sentence of article_id that reads exactly text."""
+    row = db.execute("SELECT s.row FROM sentences s JOIN articles a ON a.row = s.article WHERE a.id = ? "
+                     "AND substr(a.text, s.start + 1, s.end - s.start) = ?", (article_id, text)).fetchone()
+    return row[0] if row else None
+
+
+def sentences(db: sqlite3.Connection) -> Iterator[tuple[int, str, str, int, int, str]]:
+    """(row, article id, article title, start, end, text) of every sentence, by row."""
+    yield from db.execute("SELECT s.row, a.id, a.title, s.start, s.end, substr(a.text, s.start + 1, s.end - s.start) "
+                          "FROM sentences s JOIN articles a ON a.row = s.article ORDER BY s.row")
+
+
+def article_rows(db: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(row, title) of every article, by row."""
+    return db.execute("SELECT row, title FROM articles ORDER BY row").fetchall()
+
+
+def _chunked(db: sqlite3.Connection, sql: str, values: list, make) -> list:
+    out = []
+    for i in range(0, len(values), 900):  # under SQLite's 999 host parameters
+        part = values[i:i + 900]
+        out += [make(*r) if make is not tuple else tuple(r)
+                for r in db.execute(sql.format(",".join("?" * len(part))), part)]
+    return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa import selftrain, store
-from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, LoadResult, load_corpus, text_key
+from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, load_corpus, text_key
 from qa.index import (IndexBusy, IndexUnusable, Manifest, build_index, generation_name, live_generation,
                       writer_lock)
 from qa.reader import Reader
@@ -154,11 +154,8 @@ class LiveIndex:
         self._remove_staged()
         self._checked = 0.0
         r = self.retriever  # the live generation, should `qa index` have published one meanwhile
-        gen = live_generation(self.index_dir)
-        db = store.connect(gen / "store.sqlite", readonly=True)
-        known = {text_key(text): aid for aid, text in store.article_texts(db)}
-        db.close()
-        ids = set(known.values())
+        known = _IndexedTexts(r)
+        ids = _IndexedIds(r)
         staging = self.corpus_dir / STAGING  # ours alone: we hold the writer lock
         staging.mkdir(parents=True)
         results, staged, articles = [], [], []
@@ -172,10 +169,8 @@ class LiveIndex:
             shutil.rmtree(staging, ignore_errors=True)
             return results
         try:
-            corpus = load_corpus(self.corpus_dir)
-            everything = LoadResult(corpus.articles + tuple(articles), corpus.problems, corpus.duplicates)
             build_index(self.corpus_dir, self.index_dir, self.splitter, r.encoder, mode_reason=r.manifest.mode_reason,
-                        progress=False, loaded=everything, caller_holds_lock=True)
+                        progress=False, staged=[staging / final for final in staged], caller_holds_lock=True)
             for final in staged:  # published: now the files join the corpus (they were indexed as if there)
                 os.rename(staging / final, self.corpus_dir / final)
         except (IndexUnusable, OSError, ValueError) as e:
@@ -188,8 +183,8 @@ class LiveIndex:
         _ = self.retriever  # serve the new generation from the next question on
         return results
 
-    def _check_and_stage(self, name: str, path: Path, staging: Path, known: dict[str, str],
-                         ids: set[str]) -> tuple[Added, tuple]:
+    def _check_and_stage(self, name: str, path: Path, staging: Path, known: "_IndexedTexts",
+                         ids: "_IndexedIds") -> tuple[Added, tuple]:
         """(what became of the upload, its articles): a good one is copied into staging under its final name."""
         try:
             safe = safe_filename(name)
@@ -201,7 +196,7 @@ class LiveIndex:
         if size > MAX_FILE_BYTES:
             return Added(name, "", (), (f"{size / 2**20:.1f} MB is over the {MAX_FILE_BYTES // 2**20} MB "
                                         "limit per file; split it into smaller files",)), ()
-        final = self._free_name(safe, ids | {Path(f).stem for f in os.listdir(staging)})
+        final = self._free_name(safe, ids.with_({Path(f).stem for f in os.listdir(staging)}))
         staged = staging / final  # loaded under its final name, so that ids come out as they will in the corpus
         shutil.copyfile(path, staged)
         loaded = load_corpus(staged)
@@ -236,6 +231,38 @@ class LiveIndex:
             n += 1
             name = f"{stem}-{n}{suffix}"
         return name
+
+
+class _IndexedTexts:
+    """text_key -> id of the indexed articles (looked up in the index), plus those added here."""
+
+    def __init__(self, r: Retriever):
+        self.r, self.added = r, {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.added or self.r.article_with_text_key(key) is not None
+
+    def __getitem__(self, key: str) -> str:
+        return self.added.get(key) or self.r.article_with_text_key(key)
+
+    def __setitem__(self, key: str, article_id: str) -> None:
+        self.added[key] = article_id
+
+
+class _IndexedIds:
+    """The ids of the indexed articles (looked up in the index), plus those added here."""
+
+    def __init__(self, r: Retriever, extra: set[str] | None = None):
+        self.r, self.extra = r, set(extra or ())
+
+    def __contains__(self, article_id: str) -> bool:
+        return article_id in self.extra or self.r.article(article_id) is not None
+
+    def add(self, article_id: str) -> None:
+        self.extra.add(article_id)
+
+    def with_(self, more: set[str]) -> "_IndexedIds":
+        return _IndexedIds(self.r, self.extra | more)
 
 
 def _model_info(gen: Path | None) -> str:

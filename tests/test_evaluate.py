@@ -246,7 +246,7 @@ def test_reqa_squad_keyword_fusion_beats_plain_bm25(tmp_path, monkeypatch):
     corpus = bench.build_corpus(SQUAD / "dev-v1.1.json.gz", tmp_path / "v1")
     test = [q for q in corpus.questions if q.half == "test"][::3]
     r = Retriever.load(corpus.index, load_model=False)
-    texts = [t for (t,) in r.db.execute("SELECT text FROM sentences ORDER BY pos")]
+    texts = [t for *_, t in r.sentences()]
     plain, _ = bench.plain_bm25_ranks(texts, test)
     ours, _ = bench.product_ranks(r, test)
     assert bench.mrr(ours, 10) >= bench.mrr(plain, 10) + 0.03

@@ -11,6 +11,7 @@ import pytest
 from qa.answer import answer
 from qa import index as index_mod
 from qa.embed import load_encoder
+from qa import store
 from qa.index import IndexUnusable, build_index, live_generation, read_manifest
 from qa.retrieve import Retriever
 from qa.sentences import load_splitter
@@ -32,25 +33,43 @@ def test_store_keeps_offsets(keyword_index):
         assert r.article(p.article_id).text[p.start:p.end] == p.text
 
 
+def _segments(index):
+    return index_mod.open_segments(live_generation(index), read_manifest(index))
+
+
+def _vectors_by_sentence(index) -> dict[str, np.ndarray]:
+    """Every live sentence's vector, by sentence id: the one copy, kept in the segments' FAISS indexes."""
+    out = {}
+    for seg in _segments(index):
+        vectors = seg.vectors(np.arange(seg.sentences))
+        for row, aid, _, _, _, _ in store.sentences(seg.db):
+            if seg.live_article[seg.sentence_article[row]]:
+                out[f"{aid}:{store.passages(seg.db, [row])[row][6]}"] = vectors[row]
+    return out
+
+
 def test_faiss_matches_brute_force(hybrid_index, tiny_model):
-    gen = live_generation(hybrid_index)
-    vectors = np.load(gen / "vectors.npy")
-    index = faiss.read_index(str(gen / "dense.faiss"))
-    queries = load_encoder(str(tiny_model)).encode_queries(["hospital Ariha civilians", "cluster munitions school"])
-    scores, ids = index.search(queries, 5)
+    (seg,) = _segments(hybrid_index)
+    assert not (seg.path / "vectors.npy").exists()  # the vectors are stored once, in the FAISS index
+    vectors = seg.vectors(np.arange(seg.sentences))
+    encoder = load_encoder(str(tiny_model))
+    texts = [t for *_, t in store.sentences(seg.db)]
+    assert np.allclose(vectors, encoder.encode_documents(texts, progress=False), atol=1e-5)
+    queries = encoder.encode_queries(["hospital Ariha civilians", "cluster munitions school"])
+    scores, ids = seg.faiss.search(queries, 5)
     brute = queries @ vectors.T
     assert np.array_equal(ids, np.argsort(-brute, axis=1)[:, :5])
     assert np.allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :5], atol=1e-5)
 
 
 def test_hnsw_above_threshold_finds_the_exact_neighbours(tmp_path, corpus_dir, tiny_model, monkeypatch):
-    monkeypatch.setattr(index_mod, "HNSW_THRESHOLD", 10)
+    monkeypatch.setattr(index_mod, "EXACT_BELOW", 10)
     encoder = load_encoder(str(tiny_model))
     build_index(corpus_dir, tmp_path / "ix", load_splitter(), encoder, progress=False)
-    assert read_manifest(tmp_path / "ix").faiss_index == "IndexHNSWFlat"
-    gen = live_generation(tmp_path / "ix")
-    vectors = np.load(gen / "vectors.npy")
-    _, ids = faiss.read_index(str(gen / "dense.faiss")).search(vectors[:5], 1)
+    assert read_manifest(tmp_path / "ix").faiss_index == "IndexHNSWSQ8"
+    (seg,) = _segments(tmp_path / "ix")
+    vectors = seg.vectors(np.arange(5))  # 8-bit codes decoded: within a rounding of the originals
+    _, ids = seg.faiss.search(vectors, 1)
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
@@ -113,8 +132,9 @@ def test_incremental_add_change_and_remove(tmp_path, corpus_dir, tiny_model):
     assert removed.manifest.corpus_fingerprint == first.manifest.corpus_fingerprint
     # vectors carried over equal freshly embedded ones
     fresh = build_index(corpus, tmp_path / "ix2", load_splitter(), encoder, progress=False)
-    assert np.allclose(np.load(live_generation(tmp_path / "ix") / "vectors.npy"),
-                       np.load(live_generation(tmp_path / "ix2") / "vectors.npy"), atol=1e-6)
+    carried, embedded = _vectors_by_sentence(tmp_path / "ix"), _vectors_by_sentence(tmp_path / "ix2")
+    assert carried.keys() == embedded.keys() and len(carried) == 26
+    assert all(np.allclose(carried[i], embedded[i], atol=1e-6) for i in carried)
     assert fresh.manifest.sentences == 26
 
 
@@ -137,7 +157,7 @@ def test_failed_build_leaves_previous_index_usable(tmp_path, corpus_dir, monkeyp
     def die(*args, **kwargs):
         raise KeyboardInterrupt("killed midway")
 
-    monkeypatch.setattr(index_mod, "_write_keyword_indexes", die)
+    monkeypatch.setattr(index_mod, "bm25_postings", die)
     with pytest.raises(KeyboardInterrupt):
         build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
     assert len(list((tmp_path / "ix").glob("gen-*"))) == 1
@@ -263,7 +283,7 @@ def test_an_article_repeating_an_indexed_one_is_indexed_once(tmp_path, corpus_di
     assert report.duplicates == (("copy", "002_3d1258f428892b47"),)
     assert (report.added, report.manifest.articles) == (1, 3)
     again = build_index(other, tmp_path / "ix", load_splitter(), None, progress=False)
-    assert again.duplicates == report.duplicates and again.manifest.articles == 3
+    assert (again.added, again.manifest.articles) == (0, 3)  # unchanged files are not read again
 
 
 def test_upload_style_build_into_a_self_trained_index_keeps_its_model(tmp_path):
@@ -295,3 +315,113 @@ def test_upload_style_build_into_a_self_trained_index_keeps_its_model(tmp_path):
     assert again.encoder is not None and str(again.mode) == "hybrid (self-trained on this corpus)"
     third = build_index(corpus, tmp_path / "ix", load_splitter(), None, self_train=fast, progress=False)
     assert third.trained is None and third.added == 0  # the CLI's next run finds the model: no retraining
+
+
+# --- segments ------------------------------------------------------------------------------------
+
+def test_keyword_postings_score_as_bm25s_does():
+    """The postings hold BM25's tf part and the idf is applied at query time: together they give
+    bm25s's scores (Lucene's variant, the project's k1 and b)."""
+    import bm25s
+    rng = np.random.default_rng(0)
+    docs = [[f"w{int(t)}" for t in rng.zipf(1.5, size=rng.integers(3, 30)) % 200] for _ in range(300)]
+    vocab = {t: i for i, t in enumerate(sorted({t for d in docs for t in d}))}
+    doc = np.concatenate([np.full(len(d), i) for i, d in enumerate(docs)]).astype(np.int32)
+    term = np.array([vocab[t] for d in docs for t in d], dtype=np.int32)
+    p = index_mod.bm25_postings(doc, term, len(docs), len(vocab), **index_mod.BM25_PARAMS)
+    reference = bm25s.BM25(**index_mod.BM25_PARAMS)
+    reference.index(docs, show_progress=False)
+    for query in (["w1"], ["w3", "w17"], ["w2", "w2", sorted(vocab)[-1]]):
+        ours = np.zeros(len(docs), np.float32)
+        for t in query:
+            idx, tfc = p.of(vocab[t])
+            ours[idx] += index_mod.idf(p.df(vocab[t]), len(docs)) * tfc
+        assert np.allclose(ours, reference.get_scores(query), rtol=2e-3, atol=1e-3)
+
+
+def _linked(a, b) -> bool:
+    return a.stat().st_ino == b.stat().st_ino
+
+
+def test_an_add_writes_a_segment_and_links_the_others(tmp_path, corpus_dir):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    first = live_generation(tmp_path / "ix")
+    (old,) = read_manifest(tmp_path / "ix").segments
+    (corpus / "new.txt").write_text("title: Aid\n\nAid convoys reached Idlib on Tuesday.")
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    gen = live_generation(tmp_path / "ix")
+    names = [s["name"] for s in report.manifest.segments]
+    assert names[0] == old["name"] and len(names) == 2 and report.added == 1
+    assert all(_linked(first / old["name"] / f.name, f) for f in (gen / old["name"]).iterdir())
+    assert [s["sentences"] for s in report.manifest.segments] == [26, 1]
+
+
+def test_a_changed_article_is_masked_in_its_old_segment(tmp_path, corpus_dir, monkeypatch):
+    monkeypatch.setattr(index_mod, "EXPUNGE_SHARE", 1.0)  # else a third of its articles gone rewrites it
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    (corpus / "aid.txt").write_text("title: Aid\n\nAid convoys reached Idlib on Tuesday. Doctors said supplies ran low.")
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    (corpus / "aid.txt").write_text("title: Aid\n\nAid convoys reached Idlib on Wednesday.")
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    old, new = report.manifest.segments
+    assert (old["deleted"], old["deleted_sentences"], new["sentences"]) == (1, 2, 1)
+    assert report.manifest.sentences == 27 and report.updated == 1
+    r = Retriever.load(tmp_path / "ix")
+    assert [h.text for h in r.search("aid convoys doctors supplies", k=3) if h.article_id == "aid"] == [
+        "Aid convoys reached Idlib on Wednesday."]
+    assert r.article("aid").text == "Aid convoys reached Idlib on Wednesday."
+
+
+def test_segments_answer_as_one_index(tmp_path, corpus_dir, monkeypatch):
+    """Written in small segments (a flush every few sentences), the index finds what one segment finds."""
+    one = build_index(corpus_dir, tmp_path / "one", load_splitter(), None, progress=False)
+    monkeypatch.setattr(index_mod, "FLUSH_SENTENCES", 5)
+    many = build_index(corpus_dir, tmp_path / "many", load_splitter(), None, progress=False)
+    assert len(one.manifest.segments) == 1 and len(many.manifest.segments) == 2
+    assert one.manifest.corpus_fingerprint == many.manifest.corpus_fingerprint
+    a, b = Retriever.load(tmp_path / "one"), Retriever.load(tmp_path / "many")
+    for q in ("How many civilians were killed near the hospital in Ariha?", "cluster munitions school",
+              "Which human rights group accuses Russia?", "displaced people camps"):
+        assert a.search(q, k=1)[0].passage == b.search(q, k=1)[0].passage
+        assert {h.passage.sentence_id for h in a.search(q, k=3)} == {h.passage.sentence_id for h in b.search(q, k=3)}
+
+
+def test_the_merge_policy_folds_small_segments_and_drops_deleted_rows(tmp_path, corpus_dir, monkeypatch):
+    monkeypatch.setattr(index_mod, "MERGE_FACTOR", 2)
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    merged = 0
+    for i, text in enumerate(("Aid convoys reached Idlib on Tuesday.", "Flooding closed the coastal road.",
+                              "A ceasefire began in Idlib at midnight.")):
+        (corpus / f"n{i}.txt").write_text(text)
+        report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+        merged += report.merged
+        assert len(report.manifest.segments) <= 3
+    assert merged >= 3 and len(report.manifest.segments) <= 2
+    assert (report.manifest.articles, report.manifest.sentences) == (5, 29)
+    (corpus / "n0.txt").write_text("Aid convoys reached Idlib on Friday.")
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert all(s["deleted"] == 0 for s in report.manifest.segments)  # a merge left no masked row behind
+    r = Retriever.load(tmp_path / "ix")
+    assert r.search("aid convoys", k=1)[0].text == "Aid convoys reached Idlib on Friday."
+    assert r.search("ceasefire midnight", k=1)[0].article_id == "n2"
+    assert sorted(r.article_ids) == sorted(["000_24bd21a41d8b3e79", "002_3d1258f428892b47", "n0", "n1", "n2"])
+
+
+def test_a_store_of_another_schema_is_refused(keyword_index):
+    (seg,) = read_manifest(keyword_index).segments
+    path = live_generation(keyword_index) / seg["name"] / "store.sqlite"
+    import sqlite3
+    copy = path.parent.parent.parent / "other.sqlite"
+    shutil.copyfile(path, copy)
+    db = sqlite3.connect(copy)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with pytest.raises(store.StoreError, match="schema version 1"):
+        store.connect(copy, readonly=True)
+    copy.unlink()

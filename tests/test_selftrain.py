@@ -114,7 +114,7 @@ def test_index_trains_a_model_uses_it_and_reuses_it_on_incremental_adds(tmp_path
     assert hits and all(h.dense is not None for h in hits) and hits[0].article_id.startswith("economy")
     before = {h.passage.sentence_id: h.dense for h in hits}
     digest = _model_digest(index)
-    r.db.close()
+    r.close()
 
     write_corpus(corpus, articles[-3:])  # an incremental add: the model is kept, not retrained
     report = build_index(corpus, index, load_splitter(), None, progress=False, self_train=FAST)
@@ -124,7 +124,7 @@ def test_index_trains_a_model_uses_it_and_reuses_it_on_incremental_adds(tmp_path
     r = Retriever.load(index)
     again = {h.passage.sentence_id: h.dense for h in r.search("mortgage lenders and savers", k=10)}
     assert all(again[s] == pytest.approx(d, abs=1e-6) for s, d in before.items() if s in again)
-    r.db.close()
+    r.close()
 
     report = build_index(corpus, index, load_splitter(), None, progress=False, self_train=FAST, retrain=True)
     assert report.trained and report.added == 0 and report.embedded == report.manifest.sentences

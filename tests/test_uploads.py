@@ -48,7 +48,8 @@ def upload(tmp_path: Path, name: str, data: str | bytes) -> tuple[str, Path]:
 
 
 def archive(live: LiveIndex) -> dict[str, str]:
-    return {i: t for i, t in live.retriever.db.execute("SELECT id, text FROM articles")}
+    r = live.retriever
+    return {i: r.article(i).text for i in r.article_ids}
 
 
 def test_upload_is_answerable_at_once(live, tmp_path):
