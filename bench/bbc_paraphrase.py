@@ -45,11 +45,11 @@ K = 10
 
 def load_questions(path: Path, r: Retriever) -> list[tuple[str, str, int]]:
     """(id, question, position of the gold sentence), checking each span against the index."""
+    at = {(aid, start, end): (pos, text) for pos, _, aid, start, end, text in r.sentences()}
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         q = json.loads(line)
-        row = r.db.execute("SELECT pos, text FROM sentences WHERE article_id = ? AND start = ? AND end = ?",
-                           (q["article_id"], q["start"], q["end"])).fetchone()
+        row = at.get((q["article_id"], q["start"], q["end"]))
         if row is None or hashlib.sha1(row[1].encode()).hexdigest()[:12] != q["sentence_sha1"]:
             raise SystemExit(f"{path.name} {q['id']}: no sentence {q['article_id']}[{q['start']}:{q['end']}] with "
                              "that text; the BBC data or the sentence splitter changed")
@@ -59,7 +59,7 @@ def load_questions(path: Path, r: Retriever) -> list[tuple[str, str, int]]:
 
 def ranks(r: Retriever, questions: list[tuple[str, frozenset[int]]]) -> tuple[list[int | None], float]:
     """Rank of the first hit whose own sentence is gold (None beyond K), and ms per question."""
-    pos = dict(r.db.execute("SELECT id, pos FROM sentences"))
+    pos = {sid: p for p, sid, *_ in r.sentences()}
     out, t0 = [], time.perf_counter()
     for text, gold in questions:
         hits = r.search(text, k=K)
@@ -123,8 +123,8 @@ def bbc(data: Path, work: Path, out: list[str]) -> None:
     out += [f"| {qid} | {q} | {a or '-'} | {b or '-'} |" for (qid, q, _), a, b in zip(limits, kr, hr)]
     out.append(f"\nFound in the top 10: keyword-only {sum(x is not None for x in kr)}/10, "
                f"hybrid {sum(x is not None for x in hr)}/10.\n")
-    hybrid.db.close()
-    keyword.db.close()
+    hybrid.close()
+    keyword.close()
 
 
 def squad(data: Path, work: Path, out: list[str]) -> None:
@@ -142,7 +142,7 @@ def squad(data: Path, work: Path, out: list[str]) -> None:
                 f.write(json.dumps({"id": f"{ti:02d}-{pi:03d}", "text": p["context"]}) + "\n")
     hybrid, keyword, line, kept = index_offline(corpus, work / "squad-index")
     spans: dict[str, list[tuple[int, int, int]]] = {}
-    for aid, s, e, pos in hybrid.db.execute("SELECT article_id, start, end, pos FROM sentences"):
+    for pos, _, aid, s, e, _ in hybrid.sentences():
         spans.setdefault(aid, []).append((s, e, pos))
     qs: dict[str, list[tuple[str, frozenset[int]]]] = {"tune": [], "test": []}
     for ti, a in enumerate(articles):
@@ -160,8 +160,8 @@ def squad(data: Path, work: Path, out: list[str]) -> None:
         hr, hms = ranks(hybrid, qs[part])
         out += [row(f"keyword-only, {name}", kr, kms), row(f"**hybrid, self-trained**, {name}", hr, hms)]
     out.append("")
-    hybrid.db.close()
-    keyword.db.close()
+    hybrid.close()
+    keyword.close()
 
 
 def main(argv: list[str] | None = None) -> int:

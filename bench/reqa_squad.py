@@ -86,9 +86,10 @@ def build_corpus(squad_file: Path, work: Path, encoder=None) -> Corpus:
     kept = dict(report.duplicates)  # a skipped duplicate paragraph is answered by the kept one
     r = Retriever.load(work / "index", encoder=encoder, load_model=False)
     spans: dict[str, list[tuple[int, int, int]]] = {}
-    for aid, start, end, pos in r.db.execute("SELECT article_id, start, end, pos FROM sentences ORDER BY pos"):
+    for pos, _, aid, start, end, _ in r.sentences():
         spans.setdefault(aid, []).append((start, end, pos))
-    texts = dict(r.db.execute("SELECT id, text FROM articles"))
+    texts = {aid: r.article(aid).text for aid in r.article_ids}
+    r.close()
     questions = []
     for aid, title, p in raw:
         aid = kept.get(aid, aid)
@@ -111,15 +112,19 @@ def rank(ranked: list[int], gold: frozenset[int]) -> int | None:
 def product_ranks(r: Retriever, questions: list[Question]) -> tuple[list[int | None], float]:
     """Ranks of the first right sentence through Retriever.search (the hit's own sentence only,
     not the near-duplicates merged into it), and ms per question."""
-    pos = dict(r.db.execute("SELECT id, pos FROM sentences"))
+    pos = {sid: p for p, sid, *_ in r.sentences()}
     ranks, t0 = [], time.perf_counter()
     for q in questions:
         ranks.append(rank([pos[h.passage.sentence_id] for h in r.search(q.text, k=K)], q.gold))
     return ranks, 1000 * (time.perf_counter() - t0) / max(len(questions), 1)
 
 
-def plain_bm25_ranks(texts: list[str], questions: list[Question]) -> tuple[list[int | None], float]:
-    """Plain bm25s over sentences: k1 1.5, b 0.75, its English stopwords and PyStemmer."""
+def plain_bm25_ranks(texts: list[str], questions: list[Question],
+                     positions: list[int] | None = None) -> tuple[list[int | None], float]:
+    """Plain bm25s over sentences: k1 1.5, b 0.75, its English stopwords and PyStemmer.
+
+    positions: each text's index position (default: its place in texts, right for an index
+    without deleted rows)."""
     import bm25s
     import Stemmer
 
@@ -130,7 +135,8 @@ def plain_bm25_ranks(texts: list[str], questions: list[Question]) -> tuple[list[
     q_tokens = bm25s.tokenize([q.text for q in questions], stopwords="en", stemmer=stemmer, show_progress=False)
     docs, _ = bm.retrieve(q_tokens, k=K, show_progress=False, n_threads=1)
     ms = 1000 * (time.perf_counter() - t0) / max(len(questions), 1)
-    return [rank(list(row), q.gold) for row, q in zip(docs, questions)], ms
+    at = positions if positions is not None else range(len(texts))
+    return [rank([at[d] for d in row], q.gold) for row, q in zip(docs, questions)], ms
 
 
 def row(name: str, ranks: list[int | None], ms: float) -> str:
@@ -140,15 +146,14 @@ def row(name: str, ranks: list[int | None], ms: float) -> str:
 
 def level_scores(r: Retriever, questions: list[Question]) -> np.ndarray:
     """(questions, 3, sentences) float32: each keyword level's scores divided by its best, as search does."""
-    out = np.zeros((len(questions), 3, r.manifest.sentences), dtype=np.float32)
+    out = np.zeros((len(questions), 3, r.positions()), dtype=np.float32)
     for i, q in enumerate(questions):
         terms = tokenize(q.text)
         if not terms:
             continue
+        scores = r.level_scores(terms)
         for j, level in enumerate(qa_index.KEYWORD_LEVELS):
-            s = r.bm25[level].get_scores(terms)
-            if level == "article":
-                s = s[r.sentence_article]
+            s = scores[level]
             top = float(s.max())
             if top > 0:
                 out[i, j] = s / top
@@ -203,11 +208,11 @@ def tune(corpus: Corpus, work: Path, questions: list[Question], log: list[str]) 
             totals = np.zeros(len(combos))
             for chunk in range(0, len(questions), 500):
                 qs = questions[chunk:chunk + 500]
-                levels, gold = shortlist(level_scores(r, qs), gold_mask(qs, r.manifest.sentences))
+                levels, gold = shortlist(level_scores(r, qs), gold_mask(qs, r.positions()))
                 for c in range(len(combos)):
                     fused = levels[:, 0] + w[c, 1] * levels[:, 1] + w[c, 2] * levels[:, 2]
                     totals[c] += mrr(fused_ranks(fused, gold), K) * len(qs)
-            r.db.close()
+            r.close()
             for c, (win, art) in enumerate(combos):
                 results.append((totals[c] / len(questions), k1, b, win, art))
             best = max(x for x in results if x[1] == k1 and x[2] == b)
@@ -231,13 +236,13 @@ def tune(corpus: Corpus, work: Path, questions: list[Question], log: list[str]) 
 def tune_dense(r: Retriever, questions: list[Question], keyword: Weights) -> float:
     """The dense weight with the best MRR@10 on the tune half (keyword part as given)."""
     levels_w = np.array([keyword.sentence, keyword.window, keyword.article], dtype=np.float32)
-    vectors = np.asarray(r.vectors, dtype=np.float32)
+    vectors = r.all_vectors()
     totals = np.zeros(len(DENSE_GRID))
     for chunk in range(0, len(questions), 500):
         qs = questions[chunk:chunk + 500]
         levels = level_scores(r, qs)
         kw = levels[:, 0] * levels_w[0] + levels[:, 1] * levels_w[1] + levels[:, 2] * levels_w[2]
-        gold = gold_mask(qs, r.manifest.sentences)
+        gold = gold_mask(qs, r.positions())
         dense = r.encoder.encode_queries([q.text for q in qs]) @ vectors.T
         for i, wd in enumerate(DENSE_GRID):
             totals[i] += mrr(fused_ranks(kw + wd * dense + 10.0, gold), K) * len(qs)  # +10: keep scores > 0
@@ -252,7 +257,7 @@ def selftrain(r: Retriever, path: Path, log: list[str]) -> Path:
     from qa.selftrain import Document, Training, train
 
     docs: dict[str, list[str]] = {}
-    for aid, text in r.db.execute("SELECT article_id, text FROM sentences ORDER BY pos"):
+    for _, _, aid, _, _, text in r.sentences():
         docs.setdefault(aid, []).append(text)
     model, info = train([Document("", tuple(s)) for s in docs.values()], Training(), progress=False)
     model.save(str(path))
@@ -316,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
             params, weights = tune(corpus, work, tune_qs, out)
             out.append(f"Best: BM25_PARAMS {params}, {weights}.\n")
         r = Retriever.load(corpus.index, load_model=False)
-        texts = [t for (t,) in r.db.execute("SELECT text FROM sentences ORDER BY pos")]
+        live = list(r.sentences())
+        texts, positions = [t for *_, t in live], [p for p, *_ in live]
         rows = ["| retriever (held-out half) | MRR@10 | P@1 | R@5 | ms/query |", "|---|---|---|---|---|"]
         rows.append(row("plain bm25s sentence BM25 (k1 1.5, b 0.75, stopwords en, PyStemmer)",
-                        *plain_bm25_ranks(texts, test_qs)))
+                        *plain_bm25_ranks(texts, test_qs, positions)))
         w, bm = Weights(), qa_index.BM25_PARAMS
         rows.append(row(f"keyword-only: qa.retrieve, sentence + window + article BM25 (k1 {bm['k1']}, b {bm['b']}; "
                         f"weights {w.sentence}/{w.window}/{w.article})", *product_ranks(r, test_qs)))

@@ -167,7 +167,7 @@ def minimum_table(data: Path, work: Path, out: list[str]) -> None:
                 rk.append(next((i for i, h in enumerate(hits, 1) if (h.passage.article_id, h.passage.start,
                                 h.passage.end) == (q["article_id"], q["start"], q["end"])), None))
             ranks[name] = rk
-            r.db.close()
+            r.close()
         k, h = ranks["keyword"], ranks["hybrid"]
         rows.append(f"| {report.manifest.sentences:,} | {report.manifest.articles:,} | {len(asked)} | {mrr(k):.3f} | "
                     f"{mrr(h):.3f} | "
