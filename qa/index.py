@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shutil
-import sqlite3
 import time
 import uuid
 from contextlib import contextmanager, nullcontext
@@ -202,7 +201,7 @@ class Postings:
     indices[indptr[t]:indptr[t+1]] and BM25's term-frequency part of their score (Lucene's
     variant, as bm25s computes it) in tfc. The idf part is applied at query time from the
     document frequencies of every segment together, so scores compare across segments."""
-    tfc: np.ndarray  # float16
+    tfc: np.ndarray  # uint8: the tf part (0..1) in 255ths
     indices: np.ndarray  # int32
     indptr: np.ndarray  # int64, one per term + 1
     docs: int
@@ -211,15 +210,16 @@ class Postings:
         return int(self.indptr[term + 1] - self.indptr[term])
 
     def of(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, tf part as float32) of term."""
         a, b = self.indptr[term], self.indptr[term + 1]
-        return self.indices[a:b], self.tfc[a:b]
+        return self.indices[a:b], self.tfc[a:b] * np.float32(1 / 255)
 
 
 def bm25_postings(doc: np.ndarray, term: np.ndarray, docs: int, terms: int, k1: float, b: float) -> Postings:
     """Postings of the bag of (doc, term) occurrences: tf per (doc, term), Lucene BM25's
     tf / (tf + k1 (1 - b + b dl / avgdl)) with dl the document's token count."""
     if len(doc) == 0:
-        return Postings(np.zeros(0, np.float16), np.zeros(0, np.int32), np.zeros(terms + 1, np.int64), docs)
+        return Postings(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(terms + 1, np.int64), docs)
     dl = np.bincount(doc, minlength=docs).astype(np.float32)
     avgdl = max(float(dl.mean()), 1e-9)
     keys, tf = np.unique(term.astype(np.int64) * docs + doc, return_counts=True)  # sorted by term, then doc
@@ -228,7 +228,8 @@ def bm25_postings(doc: np.ndarray, term: np.ndarray, docs: int, terms: int, k1: 
     tfc = tf / (tf + k1 * (1 - b + b * dl[d] / avgdl))
     indptr = np.zeros(terms + 1, np.int64)
     np.cumsum(np.bincount(t, minlength=terms), out=indptr[1:])
-    return Postings(tfc.astype(np.float16), d, indptr, docs)
+    # a byte each: 255 steps over 0..1 move a score by under 0.2% (ReQA unchanged, docs/benchmarks.md)
+    return Postings(np.clip(np.rint(tfc * 255), 1, 255).astype(np.uint8), d, indptr, docs)
 
 
 def idf(df: np.ndarray | float, docs: int) -> np.ndarray:
@@ -252,15 +253,14 @@ class Segment:
             self.articles = int(self.meta["articles"])
             self.terms = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:self.meta["terms"]]
             self.vocab = {t: i for i, t in enumerate(self.terms)}
-            self.levels = {lv: Postings(np.load(path / f"{lv}.tfc.npy", mmap_mode="r"),
-                                        np.load(path / f"{lv}.indices.npy", mmap_mode="r"),
+            self.levels = {lv: Postings(_mapped(path / f"{lv}.tfc.npy"), _mapped(path / f"{lv}.indices.npy"),
                                         np.load(path / f"{lv}.indptr.npy"),
                                         self.articles if lv == "article" else self.sentences)
                            for lv in KEYWORD_LEVELS}
-            self.token_ptr = np.load(path / "tokens_ptr.npy")
-            self.token_ids = np.load(path / "tokens.npy", mmap_mode="r")
-            self.sentence_article = np.load(path / "sentence_article.npy")
-            self.article_first = np.searchsorted(self.sentence_article, np.arange(self.articles + 1)).astype(np.int64)
+            self.token_ptr = np.load(path / "tokens_ptr.npy").astype(np.int64)
+            self.token_ids = np.load(path / "tokens.npy")  # in memory: a search reads a few hundred rows
+            self.article_first = np.load(path / "article_first.npy").astype(np.int64)
+            self.sentence_article = np.repeat(np.arange(self.articles, dtype=np.int32), np.diff(self.article_first))
             self.article_date = np.load(path / "article_date.npy")
             self.sources = list(self.meta["sources"])
             self.article_source = np.load(path / "article_source.npy")
@@ -304,6 +304,11 @@ class Segment:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """An array file memory-mapped, as a plain ndarray (slices of a np.memmap cost microseconds each)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def open_segments(gen: Path, manifest: Manifest, load_vectors: bool = True) -> list[Segment]:
@@ -368,7 +373,7 @@ class SegmentWriter:
         but the title's tokens."""
         row, first = self.n_articles, self.n_sentences
         count = store.copy_article(seg.db, self.db, old_row, row, first)
-        aid, title, source, published, content_hash = _article_fields(self.db, row)
+        aid, title, source, published, content_hash = store.article_fields(self.db, row)
         self._article(row, title, source, published, aid, content_hash)
         a, b = seg.article_first[old_row], seg.article_first[old_row + 1]
         assert b - a == count, (seg.name, old_row)
@@ -395,9 +400,9 @@ class SegmentWriter:
         np.cumsum(lengths, out=ptr[1:])
         ids = np.concatenate(self.tokens) if self.tokens else np.zeros(0, np.int32)
         sa = np.asarray(self.sentence_article, dtype=np.int32)
-        np.save(f / "tokens_ptr.npy", ptr)
-        np.save(f / "tokens.npy", ids)
-        np.save(f / "sentence_article.npy", sa)
+        np.save(f / "tokens_ptr.npy", ptr.astype(np.uint32 if ptr[-1] < 2**32 else np.int64))
+        np.save(f / "tokens.npy", ids.astype(np.uint16 if len(self.vocab) <= 2**16 else np.int32))
+        np.save(f / "article_first.npy", np.searchsorted(sa, np.arange(n_art + 1)).astype(np.uint32))
         np.save(f / "article_date.npy", np.asarray(self.dates, dtype=np.int32))
         np.save(f / "article_source.npy", np.asarray(self.article_source, dtype=np.int32))
         (f / "vocab.txt").write_text("\n".join(self.vocab), encoding="utf-8")
@@ -439,11 +444,6 @@ class SegmentWriter:
         (f / "segment.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return {"name": f.name, "sentences": n, "articles": n_art, "deleted": 0, "faiss": kind,
                 "fingerprint": meta["fingerprint"]}
-
-
-def _article_fields(db: sqlite3.Connection, row: int) -> tuple[str, str, str, str, str]:
-    return db.execute("SELECT id, title, source, published, content_hash FROM articles WHERE row = ?",
-                      (row,)).fetchone()
 
 
 FINGERPRINT_MOD = 1 << 160
@@ -807,7 +807,7 @@ class _Build:
         if gone:
             rows = sorted(gone)
             for r in rows:
-                aid, _, _, _, h = _article_fields(seg.db, r)
+                aid, _, _, _, h = store.article_fields(seg.db, r)
                 total -= article_fingerprint(aid, h)
         return f"{total % FINGERPRINT_MOD:040x}"
 

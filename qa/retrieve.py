@@ -207,7 +207,7 @@ class Retriever:
     def article_with_text_key(self, key: str) -> str | None:
         """The id of the live article whose text has this text_key (qa.articles.text_key), if any."""
         for seg in self.segments:
-            for row, aid, _ in store.articles_by_text_key(seg.db, [key]):
+            for row, aid in store.articles_by_text_key(seg.db, [key]):
                 if seg.live_article[row]:
                     return aid
         return None
@@ -282,7 +282,8 @@ class Retriever:
             found = []
             for i, seg in enumerate(self.segments):
                 if seg.faiss is not None:
-                    cos, rows = seg.dense_search(qv, pool, None if allowed is None else allowed[i])
+                    cos, rows = seg.dense_search(qv, pool, None if allowed is None
+                                                 else allowed[i][seg.sentence_article])
                     found += [(float(c), i, int(r)) for c, r in zip(cos, rows)]
             found.sort(key=lambda x: -x[0])
             cand = sorted(set(cand) | {(i, r) for _, i, r in found[:pool]})
@@ -312,7 +313,7 @@ class Retriever:
         return hits
 
     def _filter(self, sources, since, until) -> list[np.ndarray] | None:
-        """Per segment, a bool mask over its sentences (None: no filter)."""
+        """Per segment, a bool mask over its articles (None: no filter)."""
         if not sources and not since and not until:
             return None
         lo, hi = _date_bound(since, low=True), _date_bound(until, low=False)
@@ -328,14 +329,14 @@ class Retriever:
                     ok &= seg.article_date >= lo
                 if hi:
                     ok &= seg.article_date <= hi
-            out.append(ok[seg.sentence_article])
+            out.append(ok)
         return out
 
     def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int) -> list[Hit]:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
         fact), fetching passages a batch at a time and stopping once k facts are found."""
         groups: list[list] = []
-        batch = max(20, 4 * k)
+        batch = k + 10  # near-identical sentences rank side by side: a few past the k-th find their sources
         for start in range(0, len(ranked), batch):
             chunk = ranked[start:start + batch]
             fetched = self._passages([key for key, _, _ in chunk])
@@ -438,40 +439,50 @@ class Retriever:
 
 class _Keyword:
     """One question's BM25 scores at the three levels over every segment: each level divided by its
-    best live value and weighted, then summed (the article level spread to its sentences)."""
+    best live value and weighted, then summed (the article level spread to its sentences).
+
+    Work grows with the postings of the question's terms, not with the index: scores accumulate in
+    zeroed arrays whose untouched pages cost nothing, and candidates are the postings themselves."""
 
     def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
-        self.r, self.allowed = r, allowed
+        self.r, self.allowed = r, allowed  # allowed: per segment, a bool mask over its articles
         w = r.weights
         self.level_weight = dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)))
         idf_of = {lv: {t: float(idf(sum(seg.levels[lv].df(seg.vocab[t]) for seg in r.segments if t in seg.vocab),
                                      r.docs[lv])) for t in terms} for lv in KEYWORD_LEVELS}
         self.acc: list[dict[str, np.ndarray]] = []
-        self.docs: list[np.ndarray] = []  # per segment: live sentences holding a term (in them or beside them)
+        self.docs: list[list[np.ndarray]] = []  # per segment, per term: live sentences holding it (or beside it)
+        self.arts: list[list[np.ndarray]] = []  # per segment, per term: live articles holding it
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
         for seg in r.segments:
-            acc = {}
+            acc, found = {}, {}
             for lv in KEYWORD_LEVELS:
                 p = seg.levels[lv]
                 a = np.zeros(p.docs, np.float32)
-                if self.level_weight[lv]:
+                hit = []
+                if self.level_weight[lv] or lv == "window":
                     for t, count in terms.items():
                         tid = seg.vocab.get(t)
                         if tid is not None:
                             idx, tfc = p.of(tid)
                             a[idx] += np.float32(count * idf_of[lv][t]) * tfc
+                            hit.append(idx)
                 acc[lv] = a
-            docs = np.flatnonzero(acc["window"]) if terms else np.zeros(0, np.int64)
+                found[lv] = hit
+            docs, arts = found["window"], found["article"]  # per term: its postings, each row once
             if seg.live is not None:
-                docs = docs[seg.live[docs]]
-            if len(docs):
-                top["sentence"] = max(top["sentence"], float(acc["sentence"][docs].max()))
-                top["window"] = max(top["window"], float(acc["window"][docs].max()))
-            art = acc["article"][seg.live_article] if seg.live is not None else acc["article"]
-            if len(art):
-                top["article"] = max(top["article"], float(art.max()))
+                docs = [d[seg.live[d]] for d in docs]
+                arts = [d[seg.live_article[d]] for d in arts]
+            for d in docs:
+                if len(d):
+                    top["sentence"] = max(top["sentence"], float(acc["sentence"][d].max()))
+                    top["window"] = max(top["window"], float(acc["window"][d].max()))
+            for d in arts:
+                if len(d):
+                    top["article"] = max(top["article"], float(acc["article"][d].max()))
             self.acc.append(acc)
             self.docs.append(docs)
+            self.arts.append(arts)
         self.scale = {lv: (self.level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
 
     def _fused(self, i: int, rows: np.ndarray) -> np.ndarray:
@@ -481,38 +492,39 @@ class _Keyword:
 
     def top(self, pool: int, positive: bool) -> list[tuple[int, int]]:
         """The pool best (segment, row) pairs by keyword score, best first; positive: only those with
-        a score above 0 (else live, allowed sentences fill up the pool)."""
+        a score above 0 (else live, allowed sentences fill up the pool).
+
+        A row among the pool best is among the pool best of every term's postings that hold it, so
+        only those short lists are merged: no pass over the whole index."""
         keys, scores = [], []
         for i, seg in enumerate(self.r.segments):
-            rows = self.docs[i]
-            art = self.acc[i]["article"]
+            ok = None if self.allowed is None else self.allowed[i]
+            parts = []
+            for d in self.docs[i]:
+                if ok is not None:
+                    d = d[ok[seg.sentence_article[d]]]
+                parts.append(_best(d, self._fused(i, d), pool))
             if self.scale["article"] > 0:
-                ok = art > 0
-                if seg.live is not None:
-                    ok &= seg.live_article
-                arts = np.flatnonzero(ok)
-                if len(arts) > pool:
-                    arts = arts[np.argpartition(-art[arts], pool)[:pool]]
+                art = self.acc[i]["article"]
+                lists = [d if ok is None else d[ok[d]] for d in self.arts[i]]
+                arts = np.unique(np.concatenate([_best(d, art[d], pool) for d in lists] or [np.zeros(0, np.int64)]))
+                arts = _best(arts, art[arts], pool)
                 # every sentence of the best articles: one of them may outscore the matching sentences
-                starts, ends = seg.article_first[arts], seg.article_first[arts + 1]
-                counts = ends - starts
-                spread = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-                rows = np.union1d(rows, spread)
-            if not positive and len(rows) < pool:
-                filler = np.arange(min(seg.sentences, pool + len(rows)))
-                rows = np.union1d(rows, filler if seg.live is None else filler[seg.live[filler]])
-            if self.allowed is not None:
-                rows = rows[self.allowed[i][rows]]
+                starts, counts = seg.article_first[arts], np.diff(seg.article_first)[arts]
+                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
+            if not positive:
+                filler = np.arange(min(seg.sentences, pool))
+                filler = filler if seg.live is None else filler[seg.live[filler]]
+                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
+            rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
             if len(rows) == 0:
                 continue
             s = self._fused(i, rows)
             if positive:
                 rows, s = rows[s > 0], s[s > 0]
-            if len(rows) > pool:
-                best = np.argpartition(-s, pool)[:pool]
-                rows, s = rows[best], s[best]
-            keys += [(i, int(r)) for r in rows]
-            scores.append(s)
+            keep = _best(np.arange(len(rows)), s, pool)
+            keys += [(i, int(r)) for r in rows[keep]]
+            scores.append(s[keep])
         if not keys:
             return []
         scores = np.concatenate(scores)
@@ -527,6 +539,11 @@ class _Keyword:
         for i, js in by_segment.items():
             out[js] = self._fused(i, np.array([keys[j][1] for j in js], dtype=np.int64))
         return out
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """The rows with the n highest scores (in no order)."""
+    return rows if len(rows) <= n else rows[np.argpartition(-scores, n)[:n]]
 
 
 def _passage(row: tuple) -> Passage:

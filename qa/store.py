@@ -15,25 +15,28 @@ from typing import Iterable, Iterator
 from qa.articles import Article
 from qa.sentences import Sentence
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; a store of another version is refused on open
+SCHEMA_VERSION = 3  # PRAGMA user_version; a store of another version is refused on open
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL UNIQUE,  -- a corpus file, an absolute path
+    -- the file as indexed, when this segment holds its latest version (NULL: see a later segment)
+    size INTEGER, mtime_ns INTEGER, sha1 BLOB
+);
 CREATE TABLE IF NOT EXISTS articles (
     row INTEGER PRIMARY KEY,  -- 0-based, in the order the segment holds them
     id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, source TEXT NOT NULL, published TEXT NOT NULL,
     url TEXT NOT NULL, text TEXT NOT NULL,
-    origin TEXT NOT NULL,  -- the corpus file it came from, an absolute path
-    content_hash TEXT NOT NULL,  -- sha1 of title/source/published/url/text: changed or not
-    text_key TEXT NOT NULL  -- sha1 of the whitespace-collapsed text: the same article from elsewhere
+    file INTEGER NOT NULL REFERENCES files(id),  -- where it came from
+    content_hash BLOB NOT NULL,  -- sha1 of title/source/published/url/text: changed or not
+    text_key BLOB NOT NULL  -- sha1 of the whitespace-collapsed text: the same article from elsewhere
 );
-CREATE INDEX IF NOT EXISTS articles_origin ON articles(origin);
+CREATE INDEX IF NOT EXISTS articles_file ON articles(file);
 CREATE INDEX IF NOT EXISTS articles_text_key ON articles(text_key);
 CREATE TABLE IF NOT EXISTS sentences (
     row INTEGER PRIMARY KEY,  -- 0-based: the row of the segment's keyword and vector indexes
     article INTEGER NOT NULL,  -- articles.row; an article's sentences are consecutive rows, in order
     idx INTEGER NOT NULL, paragraph INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-    origin TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha1 TEXT NOT NULL
 );
 """
 
@@ -96,28 +99,38 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 
 # -- writing a segment -------------------------------------------------------------------------
 
+def _file_id(db: sqlite3.Connection, origin: str) -> int:
+    db.execute("INSERT OR IGNORE INTO files (origin) VALUES (?)", (origin,))
+    return db.execute("SELECT id FROM files WHERE origin = ?", (origin,)).fetchone()[0]
+
+
 def insert_article(db: sqlite3.Connection, row: int, first_sentence: int, article: Article, origin: str,
                    text_key: str, sentences: list[Sentence]) -> None:
     """Store article as row `row`, its sentences as rows first_sentence, first_sentence + 1, …"""
     a = article
     db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (row, a.id, a.title, a.source, a.published, a.url, a.text, origin, a.content_hash, text_key))
+               (row, a.id, a.title, a.source, a.published, a.url, a.text, _file_id(db, origin),
+                bytes.fromhex(a.content_hash), bytes.fromhex(text_key)))
     db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
                    [(first_sentence + i, row, s.index, s.paragraph, s.start, s.end) for i, s in enumerate(sentences)])
 
 
 def insert_files(db: sqlite3.Connection, records: Iterable[FileRecord]) -> None:
-    db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
-                   [(r.origin, r.size, r.mtime_ns, r.sha1) for r in records])
+    """Record that this segment holds these files' latest versions."""
+    db.executemany("INSERT INTO files (origin, size, mtime_ns, sha1) VALUES (?, ?, ?, ?) ON CONFLICT(origin) "
+                   "DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha1 = excluded.sha1",
+                   [(r.origin, r.size, r.mtime_ns, bytes.fromhex(r.sha1)) for r in records])
 
 
 def copy_article(src: sqlite3.Connection, db: sqlite3.Connection, old_row: int, row: int,
                  first_sentence: int) -> int:
     """Copy article old_row of src, with its sentences, into db as row `row` (a merge); returns its
     sentence count."""
-    fields = src.execute("SELECT id, title, source, published, url, text, origin, content_hash, text_key "
-                         "FROM articles WHERE row = ?", (old_row,)).fetchone()
-    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (row, *fields))
+    *fields, origin, content_hash, key = src.execute(
+        "SELECT a.id, a.title, a.source, a.published, a.url, a.text, f.origin, a.content_hash, a.text_key "
+        "FROM articles a JOIN files f ON f.id = a.file WHERE a.row = ?", (old_row,)).fetchone()
+    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (row, *fields, _file_id(db, origin), content_hash, key))
     spans = src.execute("SELECT idx, paragraph, start, end FROM sentences WHERE article = ? ORDER BY row",
                         (old_row,)).fetchall()
     db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
@@ -128,30 +141,35 @@ def copy_article(src: sqlite3.Connection, db: sqlite3.Connection, old_row: int, 
 # -- reading -----------------------------------------------------------------------------------
 
 def file_records(db: sqlite3.Connection) -> dict[str, FileRecord]:
-    return {o: FileRecord(o, s, m, h) for o, s, m, h in db.execute("SELECT origin, size, mtime_ns, sha1 FROM files")}
+    """The files whose latest indexed version this segment holds."""
+    return {o: FileRecord(o, s, m, h.hex()) for o, s, m, h in db.execute(
+        "SELECT origin, size, mtime_ns, sha1 FROM files WHERE sha1 IS NOT NULL")}
+
+
+_STORED = "SELECT a.row, a.id, f.origin, lower(hex(a.content_hash)) FROM articles a JOIN files f ON f.id = a.file"
 
 
 def articles_from(db: sqlite3.Connection, origins: Iterable[str]) -> list[StoredArticle]:
     """The stored articles that came from any of origins (files)."""
     out = []
     for origin in origins:
-        out += [StoredArticle(*r) for r in db.execute(
-            "SELECT row, id, origin, content_hash FROM articles WHERE origin = ?", (origin,))]
+        out += [StoredArticle(*r) for r in db.execute(_STORED + " WHERE f.origin = ?", (origin,))]
     return out
 
 
 def origins(db: sqlite3.Connection) -> list[str]:
-    return [o for (o,) in db.execute("SELECT DISTINCT origin FROM articles")]
+    """The files the segment's articles came from."""
+    return [o for (o,) in db.execute("SELECT origin FROM files WHERE id IN (SELECT DISTINCT file FROM articles)")]
 
 
 def articles_by_id(db: sqlite3.Connection, ids: Iterable[str]) -> list[StoredArticle]:
-    return _chunked(db, "SELECT row, id, origin, content_hash FROM articles WHERE id IN ({})", list(ids),
-                    StoredArticle)
+    return _chunked(db, _STORED + " WHERE a.id IN ({})", list(ids), StoredArticle)
 
 
-def articles_by_text_key(db: sqlite3.Connection, keys: Iterable[str]) -> list[tuple[int, str, str]]:
-    """(row, id, text_key) of the stored articles whose text_key is among keys."""
-    return _chunked(db, "SELECT row, id, text_key FROM articles WHERE text_key IN ({})", list(keys), tuple)
+def articles_by_text_key(db: sqlite3.Connection, keys: Iterable[str]) -> list[tuple[int, str]]:
+    """(row, id) of the stored articles whose text_key is among keys."""
+    return _chunked(db, "SELECT row, id FROM articles WHERE text_key IN ({})",
+                    [bytes.fromhex(k) for k in keys], tuple)
 
 
 def article_table(db: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
@@ -166,8 +184,9 @@ def article_ids(db: sqlite3.Connection) -> list[str]:
 
 def read_article(db: sqlite3.Connection, article_id: str) -> tuple[int, Article] | None:
     """(row, article) or None."""
-    row = db.execute("SELECT row, id, title, source, published, url, text, origin, content_hash "
-                     "FROM articles WHERE id = ?", (article_id,)).fetchone()
+    row = db.execute("SELECT a.row, a.id, a.title, a.source, a.published, a.url, a.text, f.origin, "
+                     "lower(hex(a.content_hash)) FROM articles a JOIN files f ON f.id = a.file WHERE a.id = ?",
+                     (article_id,)).fetchone()
     return (row[0], Article(*row[1:])) if row else None
 
 
@@ -190,9 +209,10 @@ def sentences(db: sqlite3.Connection) -> Iterator[tuple[int, str, str, int, int,
                           "FROM sentences s JOIN articles a ON a.row = s.article ORDER BY s.row")
 
 
-def article_rows(db: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(row, title) of every article, by row."""
-    return db.execute("SELECT row, title FROM articles ORDER BY row").fetchall()
+def article_fields(db: sqlite3.Connection, row: int) -> tuple[str, str, str, str, str]:
+    """(id, title, source, published, content_hash) of article row."""
+    return db.execute("SELECT id, title, source, published, lower(hex(content_hash)) FROM articles WHERE row = ?",
+                      (row,)).fetchone()
 
 
 def _chunked(db: sqlite3.Connection, sql: str, values: list, make) -> list:

@@ -108,8 +108,9 @@ def test_killed_upload_is_in_the_corpus_and_the_index_or_in_neither(tmp_path, co
     outcomes = []
     for delay in (0.05, 0.4, 0.8, 1.2):  # into an upload that takes about a second
         child = subprocess.Popen([sys.executable, "-c", UPLOAD, str(corpus), str(ix), str(upload)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert child.stdout.readline() == "uploading\n"
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = child.stdout.readline()
+        assert line == "uploading\n", child.communicate()[1][-3000:]
         time.sleep(delay * random.uniform(0.8, 1.2))
         child.send_signal(signal.SIGKILL)
         child.wait()
