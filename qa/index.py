@@ -54,11 +54,12 @@ BM25_PARAMS = {"k1": 0.3, "b": 0.9}  # tuned on half of SQuAD v1.1 dev: bench/re
 KEYWORD_LEVELS = ("sentence", "window", "article")
 # A build writes a segment every FLUSH_SENTENCES sentences: its memory grows with a batch, not the corpus.
 FLUSH_SENTENCES = 100_000
-# Merge policy: when more than MERGE_FACTOR segments are under half of MAX_MERGED, the smallest are
+# Merge policy: while more than MERGE_FACTOR segments are under half of MAX_MERGED, the smallest are
 # merged (up to MAX_MERGED sentences); a segment with more than EXPUNGE_SHARE of its articles
-# deleted is rewritten without them.
-MERGE_FACTOR = 8
-MAX_MERGED = 400_000
+# deleted is rewritten without them. A million sentences end up in two segments; a merge of
+# MAX_MERGED sentences peaks under 1 GB.
+MERGE_FACTOR = 3
+MAX_MERGED = 500_000
 EXPUNGE_SHARE = 0.3
 # Vectors: exact inner product below EXACT_BELOW sentences per segment (20k × 384 d: under 2 ms),
 # HNSW over 8-bit scalar-quantized vectors above (a quarter of the bytes; recall in bench/scale.py).
@@ -333,24 +334,20 @@ class SegmentWriter:
         folder.mkdir(parents=True)
         self.db = store.connect(folder / "store.sqlite")
         self.vocab: dict[str, int] = {}
-        self.tokens: list[np.ndarray] = []  # per sentence, ids in self.vocab
-        self.title_tokens: list[np.ndarray] = []  # per article
-        self.sentence_article: list[int] = []
-        self.dates: list[int] = []
+        # in chunks (an article's, or a merged segment's): token ids in self.vocab, tokens per sentence,
+        # the article of each sentence; the same for titles, per article
+        self.tokens: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.sentence_article: list[np.ndarray] = []
+        self.titles: list[np.ndarray] = []
+        self.title_lengths: list[np.ndarray] = []
+        self.dates: list[np.ndarray] = []
         self.sources: dict[str, int] = {}
-        self.article_source: list[int] = []
+        self.article_source: list[np.ndarray] = []
         self.texts: list[str] = []  # sentences to embed, when the segment gets vectors from an encoder
         self.vectors: list[np.ndarray] = []  # vectors carried over (a merge), in sentence order
         self.fingerprint = 0
-        self.origins: set[str] = set()
-
-    @property
-    def n_sentences(self) -> int:
-        return len(self.sentence_article)
-
-    @property
-    def n_articles(self) -> int:
-        return len(self.dates)
+        self.n_sentences = self.n_articles = 0
 
     def _ids(self, terms: list[str]) -> np.ndarray:
         v = self.vocab
@@ -358,36 +355,53 @@ class SegmentWriter:
 
     def add(self, article: Article, origin: str, sentences: list, keep_texts: bool) -> None:
         """Add a new article with its sentences (qa.sentences.Sentence)."""
-        row, first = self.n_articles, self.n_sentences
-        store.insert_article(self.db, row, first, article, origin, text_key(article.text), sentences)
-        self._article(row, article.title, article.source, article.published, article.id, article.content_hash)
-        for s in sentences:
-            self.tokens.append(self._ids(tokenize(s.text)))
-            self.sentence_article.append(row)
-            if keep_texts:
-                self.texts.append(s.text)
-        self.origins.add(origin)
+        row = self.n_articles
+        store.insert_article(self.db, row, self.n_sentences, article, origin, text_key(article.text), sentences)
+        tokens = [self._ids(tokenize(s.text)) for s in sentences]
+        self.tokens += tokens
+        self.lengths.append(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
+        self.sentence_article.append(np.full(len(sentences), row, dtype=np.int32))
+        self._articles([article.title], [article.source], [_date_number(article.published)])
+        self.fingerprint = (self.fingerprint + article_fingerprint(article.id, article.content_hash)) % FINGERPRINT_MOD
+        self.n_sentences += len(sentences)
+        if keep_texts:
+            self.texts += [s.text for s in sentences]
 
-    def copy(self, seg: Segment, old_row: int, vectors: bool) -> None:
-        """Add article old_row of seg (a merge): its stored rows, tokens and vectors, nothing recomputed
-        but the title's tokens."""
-        row, first = self.n_articles, self.n_sentences
-        count = store.copy_article(seg.db, self.db, old_row, row, first)
-        aid, title, source, published, content_hash = store.article_fields(self.db, row)
-        self._article(row, title, source, published, aid, content_hash)
-        a, b = seg.article_first[old_row], seg.article_first[old_row + 1]
-        assert b - a == count, (seg.name, old_row)
-        for r in range(a, b):
-            self.tokens.append(self._ids([seg.terms[t] for t in seg.tokens(r)]))
-            self.sentence_article.append(row)
+    def _articles(self, titles: list[str], sources: list[str], dates) -> None:
+        t = [self._ids(tokenize(x)) for x in titles]
+        self.titles += t
+        self.title_lengths.append(np.fromiter(map(len, t), dtype=np.int64, count=len(t)))
+        self.dates.append(np.asarray(dates, dtype=np.int32))
+        self.article_source.append(np.fromiter((self.sources.setdefault(x, len(self.sources)) for x in sources),
+                                               dtype=np.int32, count=len(sources)))
+        self.n_articles += len(titles)
+
+    def merge(self, seg: Segment, vectors: bool) -> None:
+        """Add every live article of seg (a merge): stored rows copied by SQLite, tokens and vectors
+        carried over as arrays; only the titles are tokenized again."""
+        arts = np.flatnonzero(seg.live_article)
+        counts = np.diff(seg.article_first)[arts]
+        new_first = self.n_sentences + np.cumsum(counts) - counts
+        store.copy_articles(self.db, seg.path / "store.sqlite", list(zip(
+            arts.tolist(), range(self.n_articles, self.n_articles + len(arts)), seg.article_first[arts].tolist(),
+            new_first.tolist(), counts.tolist())))
+        columns = store.article_columns(seg.db)
+        live = seg.live if seg.live is not None else np.ones(seg.sentences, dtype=bool)
+        lengths = np.diff(seg.token_ptr)
+        remap = np.fromiter((self.vocab.setdefault(t, len(self.vocab)) for t in seg.terms), dtype=np.int32,
+                            count=len(seg.terms))
+        self.tokens.append(remap[seg.token_ids[np.repeat(live, lengths)].astype(np.int64)])
+        self.lengths.append(lengths[live])
+        self.sentence_article.append(np.repeat(np.arange(self.n_articles, self.n_articles + len(arts), dtype=np.int32),
+                                               counts))
+        self._articles([columns[a][1] for a in arts], [seg.sources[c] for c in seg.article_source[arts]],
+                       seg.article_date[arts])
+        for a in arts:
+            self.fingerprint += article_fingerprint(columns[a][0], columns[a][2])
+        self.fingerprint %= FINGERPRINT_MOD
+        self.n_sentences += int(counts.sum())
         if vectors:
-            self.vectors.append(seg.vectors(np.arange(a, b)))
-
-    def _article(self, row: int, title: str, source: str, published: str, aid: str, content_hash: str) -> None:
-        self.title_tokens.append(self._ids(tokenize(title)))
-        self.dates.append(_date_number(published))
-        self.article_source.append(self.sources.setdefault(source, len(self.sources)))
-        self.fingerprint = (self.fingerprint + article_fingerprint(aid, content_hash)) % FINGERPRINT_MOD
+            self.vectors.append(seg.vectors(np.flatnonzero(live)))
 
     def finish(self, encoder: Encoder | None, files: Iterable[store.FileRecord] = (), progress: bool = False) -> dict:
         """Write everything; returns the segment's entry for the manifest."""
@@ -395,16 +409,18 @@ class SegmentWriter:
         self.db.commit()
         self.db.close()
         f, n, n_art = self.folder, self.n_sentences, self.n_articles
-        lengths = np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=n)
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         ptr = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=ptr[1:])
         ids = np.concatenate(self.tokens) if self.tokens else np.zeros(0, np.int32)
-        sa = np.asarray(self.sentence_article, dtype=np.int32)
+        sa = np.concatenate(self.sentence_article) if self.sentence_article else np.zeros(0, np.int32)
+        self.tokens = []
         np.save(f / "tokens_ptr.npy", ptr.astype(np.uint32 if ptr[-1] < 2**32 else np.int64))
         np.save(f / "tokens.npy", ids.astype(np.uint16 if len(self.vocab) <= 2**16 else np.int32))
         np.save(f / "article_first.npy", np.searchsorted(sa, np.arange(n_art + 1)).astype(np.uint32))
-        np.save(f / "article_date.npy", np.asarray(self.dates, dtype=np.int32))
-        np.save(f / "article_source.npy", np.asarray(self.article_source, dtype=np.int32))
+        np.save(f / "article_date.npy", np.concatenate(self.dates) if self.dates else np.zeros(0, np.int32))
+        np.save(f / "article_source.npy", np.concatenate(self.article_source) if self.article_source
+                else np.zeros(0, np.int32))
         (f / "vocab.txt").write_text("\n".join(self.vocab), encoding="utf-8")
         doc = np.repeat(np.arange(n, dtype=np.int32), lengths)
         terms = len(self.vocab)
@@ -414,8 +430,8 @@ class SegmentWriter:
         # window: the sentence's own tokens, its previous sentence's and its next one's, in one article
         from_prev = same_prev[np.minimum(doc + 1, n - 1)] & (doc + 1 < n)  # token of doc feeds doc + 1
         from_next = same_prev[doc]  # token of doc feeds doc - 1
-        title_lengths = np.fromiter((len(t) for t in self.title_tokens), dtype=np.int64, count=n_art)
-        title_ids = np.concatenate(self.title_tokens) if self.title_tokens else np.zeros(0, np.int32)
+        title_lengths = np.concatenate(self.title_lengths) if self.title_lengths else np.zeros(0, np.int64)
+        title_ids = np.concatenate(self.titles) if self.titles else np.zeros(0, np.int32)
         levels = {
             "sentence": (doc, ids, n),
             "window": (np.concatenate([doc, doc[from_prev] + 1, doc[from_next] - 1]),
@@ -588,11 +604,8 @@ class _Build:
             self.problems += r.problems
         files = [(f, _origin(f.rel, self.root)) for f in readers[0].files] + \
                 [(f, str((self.root / f.rel).resolve())) for r in readers[1:] for f in r.files]
-        records: dict[str, store.FileRecord] = {}
-        live_origins: set[str] = set()
-        for seg in self.segments:  # later segments' records are newer
-            records.update(store.file_records(seg.db))
-            live_origins.update(store.origins(seg.db))
+        records = store.latest(store.file_records(seg.db) for seg in self.segments)
+        live_origins = {o for seg in self.segments for o in store.origins(seg.db)}
         present = {o for _, o in files}
         changed = [(f, o) for f, o in files if not self._unchanged(f, records.get(o))]
         gone = sorted(o for o in live_origins if o not in present and _in_scope(o, self.root))
@@ -865,21 +878,21 @@ class _Build:
 
     def _merge(self, entries: list[dict]) -> tuple[list[dict], int]:
         merged = 0
-        for group in merge_plan(entries):
+        while plan := merge_plan(entries):
+            group = plan[0]
             names = {e["name"] for e in group}
             folder = self.new_gen / f"seg-{time.time_ns():020d}-{os.getpid()}"
             log.info("merging %d segments (%s sentences) into %s", len(group),
                      f"{sum(e['sentences'] for e in group):,}", folder.name)
             writer = SegmentWriter(folder)
-            records: dict[str, store.FileRecord] = {}
+            found = []
             with_vectors = self.model is not None
-            for e in sorted(group, key=entries.index):  # in index order: later file records win
+            for e in sorted(group, key=entries.index):
                 seg = Segment(self.new_gen / e["name"], load_vectors=with_vectors)
-                records.update(store.file_records(seg.db))
-                for row in np.flatnonzero(seg.live_article):
-                    writer.copy(seg, int(row), with_vectors)
+                found.append(store.file_records(seg.db))
+                writer.merge(seg, with_vectors)
                 seg.close()
-            entry = writer.finish(None, records.values())
+            entry = writer.finish(None, store.latest(found).values())
             entry.update(deleted_sentences=0, fingerprint_live=entry["fingerprint"])
             at = min(i for i, e in enumerate(entries) if e["name"] in names)
             rest = [e for e in entries if e["name"] not in names]

@@ -336,19 +336,22 @@ class Retriever:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
         fact), fetching passages a batch at a time and stopping once k facts are found."""
         groups: list[list] = []
+        articles: list[set[str]] = []  # per group, the articles in it
         batch = k + 10  # near-identical sentences rank side by side: a few past the k-th find their sources
         for start in range(0, len(ranked), batch):
             chunk = ranked[start:start + batch]
             fetched = self._passages([key for key, _, _ in chunk])
             for key, score, dense in chunk:
                 p, toks = fetched[key]
-                for g in groups:
-                    if p.article_id not in {q.article_id for q, *_ in g} and same_fact(toks, g[0][3]):
+                for g, arts in zip(groups, articles):
+                    if p.article_id not in arts and same_fact(toks, g[0][3]):
                         g.append((p, score, dense, toks, key))
+                        arts.add(p.article_id)
                         break
                 else:
                     if len(groups) < k:
                         groups.append([(p, score, dense, toks, key)])
+                        articles.append({p.article_id})
             if len(groups) >= k:
                 break
         return self._make_hits(groups, terms)
@@ -444,6 +447,8 @@ class _Keyword:
     Work grows with the postings of the question's terms, not with the index: scores accumulate in
     zeroed arrays whose untouched pages cost nothing, and candidates are the postings themselves."""
 
+    prune = True  # skip terms that cannot change the pool (False: merge every term's list; tests compare)
+
     def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
         self.r, self.allowed = r, allowed  # allowed: per segment, a bool mask over its articles
         w = r.weights
@@ -466,14 +471,15 @@ class _Keyword:
                         if tid is not None:
                             idx, tfc = p.of(tid)
                             a[idx] += np.float32(count * idf_of[lv][t]) * tfc
-                            hit.append(idx)
+                            hit.append((t, idx))
                 acc[lv] = a
                 found[lv] = hit
             docs, arts = found["window"], found["article"]  # per term: its postings, each row once
             if seg.live is not None:
-                docs = [d[seg.live[d]] for d in docs]
-                arts = [d[seg.live_article[d]] for d in arts]
-            for d in docs:
+                docs = [(t, d[seg.live[d]]) for t, d in docs]
+                arts = [(t, d[seg.live_article[d]]) for t, d in arts]
+            arts = [d for _, d in arts]
+            for _, d in docs:
                 if len(d):
                     top["sentence"] = max(top["sentence"], float(acc["sentence"][d].max()))
                     top["window"] = max(top["window"], float(acc["window"][d].max()))
@@ -484,6 +490,9 @@ class _Keyword:
             self.docs.append(docs)
             self.arts.append(arts)
         self.scale = {lv: (self.level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
+        # the most a term adds to a sentence's score at the sentence and window levels (tf part <= 1)
+        self.bound = {t: count * (self.scale["sentence"] * idf_of["sentence"][t] + self.scale["window"] * idf_of["window"][t])
+                      for t, count in terms.items()}
 
     def _fused(self, i: int, rows: np.ndarray) -> np.ndarray:
         acc, seg, s = self.acc[i], self.r.segments[i], self.scale
@@ -494,37 +503,51 @@ class _Keyword:
         """The pool best (segment, row) pairs by keyword score, best first; positive: only those with
         a score above 0 (else live, allowed sentences fill up the pool).
 
-        A row among the pool best is among the pool best of every term's postings that hold it, so
-        only those short lists are merged: no pass over the whole index."""
+        No pass over the whole index: a row among the pool best is among the pool best of every
+        term's postings that hold it, so only those lists are merged, the rarest term's first; once
+        the pool's worst beats all that the remaining terms (and an article outside the best ones)
+        could add to a row found in none of the lists so far, the rest are skipped (MaxScore)."""
         keys, scores = [], []
         for i, seg in enumerate(self.r.segments):
             ok = None if self.allowed is None else self.allowed[i]
-            parts = []
-            for d in self.docs[i]:
-                if ok is not None:
-                    d = d[ok[seg.sentence_article[d]]]
-                parts.append(_best(d, self._fused(i, d), pool))
+            rows = np.zeros(0, np.int64)
+            article_bound = 0.0
             if self.scale["article"] > 0:
                 art = self.acc[i]["article"]
                 lists = [d if ok is None else d[ok[d]] for d in self.arts[i]]
                 arts = np.unique(np.concatenate([_best(d, art[d], pool) for d in lists] or [np.zeros(0, np.int64)]))
                 arts = _best(arts, art[arts], pool)
+                if len(arts) == pool:  # other articles score at most the worst of these
+                    article_bound = self.scale["article"] * float(art[arts].min())
                 # every sentence of the best articles: one of them may outscore the matching sentences
                 starts, counts = seg.article_first[arts], np.diff(seg.article_first)[arts]
-                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
+                rows = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             if not positive:
                 filler = np.arange(min(seg.sentences, pool))
                 filler = filler if seg.live is None else filler[seg.live[filler]]
-                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
-            rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-            if len(rows) == 0:
-                continue
+                rows = np.union1d(rows, filler if ok is None else filler[ok[seg.sentence_article[filler]]])
+            if ok is not None:
+                rows = rows[ok[seg.sentence_article[rows]]]
+            rows = np.unique(rows)
             s = self._fused(i, rows)
+            rows, s = _best(rows, s, pool), s[_best(np.arange(len(rows)), s, pool)]
+            lists = sorted(self.docs[i], key=lambda x: -self.bound[x[0]])
+            left = sum(self.bound[t] for t, _ in lists)
+            for t, d in lists:
+                if self.prune and len(rows) >= pool and float(s.min()) > left + article_bound:
+                    break
+                left -= self.bound[t]
+                if ok is not None:
+                    d = d[ok[seg.sentence_article[d]]]
+                d = _best(d, self._fused(i, d), pool)
+                rows = np.unique(np.concatenate([rows, d]))
+                s = self._fused(i, rows)
+                keep = _best(np.arange(len(rows)), s, pool)
+                rows, s = rows[keep], s[keep]
             if positive:
                 rows, s = rows[s > 0], s[s > 0]
-            keep = _best(np.arange(len(rows)), s, pool)
-            keys += [(i, int(r)) for r in rows[keep]]
-            scores.append(s[keep])
+            keys += [(i, int(r)) for r in rows]
+            scores.append(s)
         if not keys:
             return []
         scores = np.concatenate(scores)

@@ -8,6 +8,7 @@ is its article's text between `start` and `end`, cut out by SQLite when it is re
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,8 +21,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
     origin TEXT NOT NULL UNIQUE,  -- a corpus file, an absolute path
-    -- the file as indexed, when this segment holds its latest version (NULL: see a later segment)
-    size INTEGER, mtime_ns INTEGER, sha1 BLOB
+    -- the file as indexed, when this segment holds its version of that time (NULL: see another
+    -- segment); of several segments' records of one file, the latest indexed_at (ns) is current
+    size INTEGER, mtime_ns INTEGER, sha1 BLOB, indexed_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS articles (
     row INTEGER PRIMARY KEY,  -- 0-based, in the order the segment holds them
@@ -63,6 +65,7 @@ class FileRecord:
     size: int
     mtime_ns: int
     sha1: str
+    indexed_at: int = 0  # ns: of two records of one file, the later one is current
 
 
 @dataclass(frozen=True)
@@ -117,33 +120,58 @@ def insert_article(db: sqlite3.Connection, row: int, first_sentence: int, articl
 
 def insert_files(db: sqlite3.Connection, records: Iterable[FileRecord]) -> None:
     """Record that this segment holds these files' latest versions."""
-    db.executemany("INSERT INTO files (origin, size, mtime_ns, sha1) VALUES (?, ?, ?, ?) ON CONFLICT(origin) "
-                   "DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha1 = excluded.sha1",
-                   [(r.origin, r.size, r.mtime_ns, bytes.fromhex(r.sha1)) for r in records])
+    db.executemany("INSERT INTO files (origin, size, mtime_ns, sha1, indexed_at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(origin) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                   "sha1 = excluded.sha1, indexed_at = excluded.indexed_at",
+                   [(r.origin, r.size, r.mtime_ns, bytes.fromhex(r.sha1), r.indexed_at or time.time_ns())
+                    for r in records])
 
 
-def copy_article(src: sqlite3.Connection, db: sqlite3.Connection, old_row: int, row: int,
-                 first_sentence: int) -> int:
-    """Copy article old_row of src, with its sentences, into db as row `row` (a merge); returns its
-    sentence count."""
-    *fields, origin, content_hash, key = src.execute(
-        "SELECT a.id, a.title, a.source, a.published, a.url, a.text, f.origin, a.content_hash, a.text_key "
-        "FROM articles a JOIN files f ON f.id = a.file WHERE a.row = ?", (old_row,)).fetchone()
-    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (row, *fields, _file_id(db, origin), content_hash, key))
-    spans = src.execute("SELECT idx, paragraph, start, end FROM sentences WHERE article = ? ORDER BY row",
-                        (old_row,)).fetchall()
-    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
-                   [(first_sentence + i, row, *s) for i, s in enumerate(spans)])
-    return len(spans)
+def copy_articles(db: sqlite3.Connection, src: Path, moves: list[tuple[int, int, int, int, int]]) -> None:
+    """Copy articles with their sentences from the store at src into db (a merge), in one statement
+    each: moves are (old row, new row, old first sentence, new first sentence, sentence count)."""
+    db.commit()
+    db.execute("ATTACH DATABASE ? AS src", (str(src),))
+    try:
+        db.execute("CREATE TEMP TABLE moves (old INTEGER PRIMARY KEY, new INTEGER, old_first INTEGER, "
+                   "new_first INTEGER, n INTEGER)")
+        db.executemany("INSERT INTO temp.moves VALUES (?, ?, ?, ?, ?)", moves)
+        db.execute("INSERT INTO main.files (origin) SELECT origin FROM src.files WHERE true "
+                   "ON CONFLICT(origin) DO NOTHING")
+        db.execute("INSERT INTO main.articles SELECT m.new, a.id, a.title, a.source, a.published, a.url, a.text, "
+                   "(SELECT f.id FROM main.files f WHERE f.origin = sf.origin), a.content_hash, a.text_key "
+                   "FROM temp.moves m JOIN src.articles a ON a.row = m.old JOIN src.files sf ON sf.id = a.file "
+                   "ORDER BY m.new")
+        db.execute("INSERT INTO main.sentences SELECT m.new_first + s.row - m.old_first, m.new, s.idx, s.paragraph, "
+                   "s.start, s.end FROM temp.moves m JOIN src.sentences s ON s.row >= m.old_first "
+                   "AND s.row < m.old_first + m.n ORDER BY 1")
+        db.execute("DROP TABLE temp.moves")
+        db.commit()
+    finally:
+        db.execute("DETACH DATABASE src")
+
+
+def article_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """(id, title, content_hash) of every article, by row."""
+    return db.execute("SELECT id, title, lower(hex(content_hash)) FROM articles ORDER BY row").fetchall()
 
 
 # -- reading -----------------------------------------------------------------------------------
 
 def file_records(db: sqlite3.Connection) -> dict[str, FileRecord]:
     """The files whose latest indexed version this segment holds."""
-    return {o: FileRecord(o, s, m, h.hex()) for o, s, m, h in db.execute(
-        "SELECT origin, size, mtime_ns, sha1 FROM files WHERE sha1 IS NOT NULL")}
+    return {o: FileRecord(o, s, m, h.hex(), t) for o, s, m, h, t in db.execute(
+        "SELECT origin, size, mtime_ns, sha1, indexed_at FROM files WHERE sha1 IS NOT NULL")}
+
+
+def latest(records: Iterable[dict[str, FileRecord]]) -> dict[str, FileRecord]:
+    """Each file's current record among several segments' records."""
+    out: dict[str, FileRecord] = {}
+    for recs in records:
+        for o, r in recs.items():
+            if o not in out or r.indexed_at > out[o].indexed_at:
+                out[o] = r
+    return out
 
 
 _STORED = "SELECT a.row, a.id, f.origin, lower(hex(a.content_hash)) FROM articles a JOIN files f ON f.id = a.file"
