@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -560,6 +559,10 @@ class _Build:
                                     "or one file")
         self.old_gen = None if self.rebuild else live_generation(self.index_dir)
         self.old = Manifest.read(self.old_gen / "manifest.json") if self.old_gen else None
+        if self.old is not None and self.old.bm25 != keyword_settings():
+            log.warning("the keyword indexes in %s were built with other settings (%s): indexing everything anew",
+                        self.index_dir, self.old.bm25)
+            self.rebuild, self.old_gen, self.old = True, None, None
         self._decide_model()
         self.segments = open_segments(self.old_gen, self.old, load_vectors=self.encoder is not None
                                       and not self.train_model) if self.old else []
@@ -621,8 +624,7 @@ class _Build:
         removed += sum(1 for a in self.repeated_ids if a in old_articles)
         must_train = self.train_model and self.old is not None and (
             self.retrain or self.old.sentences >= self.self_train.min_sentences)
-        nothing = not self.written and not any(self.deleted.values()) and not must_train \
-            and self.old is not None and self.old.bm25 == keyword_settings()
+        nothing = not self.written and not any(self.deleted.values()) and not must_train and self.old is not None
         if nothing:
             return BuildReport(self.old, 0, 0, 0, self.old.articles, 0, tuple(self.problems),
                                tuple(self.duplicates), time.perf_counter() - self.t0)
@@ -668,7 +670,6 @@ class _Build:
 
     def _write_new(self, readers, changed, old_articles, records) -> tuple[int, int, set[str]]:
         """Stream the changed files' articles into new segments; returns (added, updated, ids seen)."""
-        changed_origins = {o for _, o in changed}
         by_reader: dict[int, list] = {}
         for f, o in changed:
             for i, r in enumerate(readers):

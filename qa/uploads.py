@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa import selftrain, store
+from qa import selftrain
 from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, load_corpus, text_key
 from qa.index import (IndexBusy, IndexUnusable, Manifest, build_index, generation_name, live_generation,
                       writer_lock)

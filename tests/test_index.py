@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import faiss
 import numpy as np
 import pytest
 
@@ -425,3 +424,48 @@ def test_a_store_of_another_schema_is_refused(keyword_index):
     with pytest.raises(store.StoreError, match="schema version 1"):
         store.connect(copy, readonly=True)
     copy.unlink()
+
+
+def test_unchanged_files_are_not_read_again(tmp_path, corpus_dir, monkeypatch):
+    from qa import articles
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    read = []
+    original = articles.CorpusReader.articles
+
+    def spy(self, files=None):
+        read.extend(f.rel for f in (files if files is not None else self.files))
+        return original(self, files)
+    monkeypatch.setattr(articles.CorpusReader, "articles", spy)
+    (corpus / "new.txt").write_text("Aid convoys reached Idlib on Tuesday.")
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert read == ["new.txt"] and report.added == 1
+    read.clear()
+    import os
+    os.utime(corpus / "new.txt", ns=(1, 1))  # touched, same bytes: read (the time changed), nothing to do
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert read == [] and (report.added, report.updated) == (0, 0)
+
+
+def test_an_export_bigger_than_the_article_limit_is_indexed_whole(tmp_path, monkeypatch):
+    from qa import articles
+    monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 2_000)
+    rows = [json.dumps({"id": f"a{i}", "text": f"Story {i}: the council met on day {i} and voted on the budget."})
+            for i in range(2_000)]
+    rows[700] = json.dumps({"id": "huge", "text": "Too long. " * 500})
+    (tmp_path / "export.jsonl").write_text("\n".join(rows) + "\n")
+    assert (tmp_path / "export.jsonl").stat().st_size > 50 * articles.MAX_ARTICLE_BYTES
+    report = build_index(tmp_path / "export.jsonl", tmp_path / "ix", load_splitter(), None, progress=False)
+    assert report.manifest.articles == 1_999 and any(":701" in p.path for p in report.problems)
+    assert Retriever.load(tmp_path / "ix").search("council day 1234 budget", k=1)[0].article_id == "a1234"
+
+
+def test_other_keyword_settings_index_everything_anew(tmp_path, corpus_dir, monkeypatch):
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    monkeypatch.setitem(index_mod.BM25_PARAMS, "k1", 0.5)
+    with pytest.raises(IndexUnusable, match="other settings"):
+        Retriever.load(tmp_path / "ix")
+    report = build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
+    assert report.added == 2 and len(report.manifest.segments) == 1
+    assert Retriever.load(tmp_path / "ix").search("cluster munitions school", k=1)
