@@ -558,7 +558,11 @@ class _Build:
             raise FileNotFoundError(f"corpus path {str(self.root)!r} does not exist; pass a folder of articles "
                                     "or one file")
         self.old_gen = None if self.rebuild else live_generation(self.index_dir)
-        self.old = Manifest.read(self.old_gen / "manifest.json") if self.old_gen else None
+        try:
+            self.old = Manifest.read(self.old_gen / "manifest.json") if self.old_gen else None
+        except IndexUnusable as e:  # an older format: the corpus is here, so build it anew
+            log.warning("%s; indexing everything anew", e)
+            self.rebuild, self.old_gen, self.old = True, None, None
         if self.old is not None and self.old.bm25 != keyword_settings():
             log.warning("the keyword indexes in %s were built with other settings (%s): indexing everything anew",
                         self.index_dir, self.old.bm25)

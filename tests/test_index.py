@@ -91,7 +91,7 @@ def test_model_mismatch_is_a_clear_error(keyword_index, hybrid_index, tiny_model
         Retriever.load(hybrid_index, encoder=load_encoder(str(other)))
 
 
-def test_format_mismatch_is_a_clear_error(keyword_index, tmp_path):
+def test_format_mismatch_is_a_clear_error(keyword_index, tmp_path, corpus_dir):
     copy = tmp_path / "old"
     shutil.copytree(keyword_index, copy)
     manifest = live_generation(copy) / "manifest.json"
@@ -99,6 +99,8 @@ def test_format_mismatch_is_a_clear_error(keyword_index, tmp_path):
     manifest.write_text(json.dumps({**data, "format": "newsqa-index v0"}))
     with pytest.raises(IndexUnusable, match="Rebuild it"):
         Retriever.load(copy)
+    report = build_index(corpus_dir, copy, load_splitter(), None, progress=False)  # a build rebuilds it
+    assert report.added == 2 and Retriever.load(copy).manifest.format == index_mod.FORMAT
 
 
 def test_missing_index_says_how_to_build(tmp_path):
