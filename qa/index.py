@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -53,11 +54,11 @@ BM25_PARAMS = {"k1": 0.3, "b": 0.9}  # tuned on half of SQuAD v1.1 dev: bench/re
 KEYWORD_LEVELS = ("sentence", "window", "article")
 # A build writes a segment every FLUSH_SENTENCES sentences: its memory grows with a batch, not the corpus.
 FLUSH_SENTENCES = 100_000
-# Merge policy: while more than MERGE_FACTOR segments are under half of MAX_MERGED, the smallest are
-# merged (up to MAX_MERGED sentences); a segment with more than EXPUNGE_SHARE of its articles
-# deleted is rewritten without them. A million sentences end up in two segments; a merge of
-# MAX_MERGED sentences peaks under 1 GB.
-MERGE_FACTOR = 3
+# Merge policy (merge_plan): MERGE_FACTOR segments of one size tier are merged into one of at most
+# MAX_MERGED sentences, repeatedly; a segment with more than EXPUNGE_SHARE of its articles deleted
+# is rewritten without them. A million sentences end up in four segments; a merge of MAX_MERGED
+# sentences peaks under 1 GB.
+MERGE_FACTOR = 4
 MAX_MERGED = 500_000
 EXPUNGE_SHARE = 0.3
 # Vectors: exact inner product below EXACT_BELOW sentences per segment (20k × 384 d: under 2 ms),
@@ -210,9 +211,9 @@ class Postings:
         return int(self.indptr[term + 1] - self.indptr[term])
 
     def of(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """(documents, tf part as float32) of term."""
+        """(documents, tf part in 255ths, uint8) of term."""
         a, b = self.indptr[term], self.indptr[term + 1]
-        return self.indices[a:b], self.tfc[a:b] * np.float32(1 / 255)
+        return self.indices[a:b], self.tfc[a:b]
 
 
 def bm25_postings(doc: np.ndarray, term: np.ndarray, docs: int, terms: int, k1: float, b: float) -> Postings:
@@ -928,9 +929,10 @@ class _Build:
 
 
 def merge_plan(entries: list[dict]) -> list[list[dict]]:
-    """Groups of segments to merge: segments with over EXPUNGE_SHARE of their articles deleted are
-    rewritten; when more than MERGE_FACTOR segments are under MAX_MERGED / 2 sentences, the smallest
-    are merged, up to MAX_MERGED sentences."""
+    """Groups of segments to merge: a segment with over EXPUNGE_SHARE of its articles deleted is
+    rewritten; MERGE_FACTOR segments of one size tier (sizes within a factor of MERGE_FACTOR) are
+    merged, the smallest tier first, unless that makes more than MAX_MERGED sentences (as in
+    Lucene's log merge policy: a small add never merges into the big segments)."""
     def live(e):
         return e["sentences"] - e["deleted_sentences"]
     plan, used = [], set()
@@ -938,16 +940,15 @@ def merge_plan(entries: list[dict]) -> list[list[dict]]:
         if e["articles"] and e["deleted"] > EXPUNGE_SHARE * e["articles"]:
             plan.append([e])
             used.add(e["name"])
-    small = sorted((e for e in entries if e["name"] not in used and live(e) < MAX_MERGED // 2), key=live)
-    if len(small) > MERGE_FACTOR:
-        group, total = [], 0
-        for e in small:
-            if total + live(e) > MAX_MERGED and len(group) >= 2:
-                break
-            group.append(e)
-            total += live(e)
-        if len(group) >= 2:
+    tiers: dict[int, list[dict]] = {}
+    for e in entries:
+        if e["name"] not in used:
+            tiers.setdefault(int(math.log(max(live(e), 1), MERGE_FACTOR)), []).append(e)
+    for _, tier in sorted(tiers.items()):
+        group = sorted(tier, key=live)[:MERGE_FACTOR]
+        if len(group) == MERGE_FACTOR and sum(live(e) for e in group) <= MAX_MERGED:
             plan.append(group)
+            break
     return plan
 
 

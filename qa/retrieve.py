@@ -20,6 +20,8 @@ from qa.tokens import QUESTION_FRAME, tokenize
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
+# Once k facts are found, this many more ranked sentences are looked at for their other sources.
+LOOKAHEAD = 20
 
 
 @dataclass(frozen=True)
@@ -334,64 +336,57 @@ class Retriever:
 
     def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int) -> list[Hit]:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
-        fact), fetching passages a batch at a time and stopping once k facts are found."""
-        groups: list[list] = []
-        articles: list[set[str]] = []  # per group, the articles in it
-        batch = k + 10  # near-identical sentences rank side by side: a few past the k-th find their sources
-        for start in range(0, len(ranked), batch):
-            chunk = ranked[start:start + batch]
-            fetched = self._passages([key for key, _, _ in chunk])
-            for key, score, dense in chunk:
-                p, toks = fetched[key]
-                for g, arts in zip(groups, articles):
-                    if p.article_id not in arts and same_fact(toks, g[0][3]):
-                        g.append((p, score, dense, toks, key))
-                        arts.add(p.article_id)
-                        break
-                else:
-                    if len(groups) < k:
-                        groups.append([(p, score, dense, toks, key)])
-                        articles.append({p.article_id})
-            if len(groups) >= k:
-                break
+        fact, found on the stored tokens), then fetch what the k facts show in one query per segment."""
+        groups: list[list] = []  # per fact: (key, score, dense, tokens) of its sentences, the best first
+        articles: list[set[tuple[int, int]]] = []  # per fact, its articles as (segment, article row)
+        lookahead = LOOKAHEAD
+        for key, score, dense in ranked:
+            if len(groups) == k:  # near-identical sentences rank side by side: a few more find the sources
+                lookahead -= 1
+                if lookahead < 0:
+                    break
+            i, r = key
+            toks = self._tokens(i, r)
+            art = (i, int(self.segments[i].sentence_article[r]))
+            for g, arts in zip(groups, articles):
+                if art not in arts and same_fact(toks, g[0][3]):
+                    g.append((key, score, dense, toks))
+                    arts.add(art)
+                    break
+            else:
+                if len(groups) < k:
+                    groups.append([(key, score, dense, toks)])
+                    articles.append({art})
         return self._make_hits(groups, terms)
 
-    def _passages(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[Passage, set[str]]]:
-        """(passage, its token set) of each (segment, row): one query per segment."""
-        out = {}
-        by_segment: dict[int, list[int]] = {}
-        for i, r in keys:
-            by_segment.setdefault(i, []).append(r)
-        for i, rows in by_segment.items():
-            seg = self.segments[i]
-            for r, row in store.passages(seg.db, rows).items():
-                out[(i, r)] = (_passage(row), {seg.terms[t] for t in seg.tokens(r)})
-        return out
+    def _tokens(self, i: int, r: int) -> set[str]:
+        seg = self.segments[i]
+        return {seg.terms[t] for t in seg.tokens(r)}
 
     def _make_hits(self, groups: list[list], terms: list[str]) -> list[Hit]:
-        around: dict[int, set[int]] = {}
+        """Hits for the grouped sentences: passages, neighbours and support, one query per segment."""
+        wanted: dict[int, set[int]] = {}
         for g in groups:
-            i, r = g[0][4]
-            around.setdefault(i, set()).update((r - 1, r + 1))
-        texts = {}
-        for i, rows in around.items():
+            (i, r), *_ = g[0]
+            wanted.setdefault(i, set()).update((r - 1, r + 1))
+            for (j, q), *_ in g:
+                wanted.setdefault(j, set()).add(q)
+        rows = {}
+        for i, want in wanted.items():
             seg = self.segments[i]
-            rows = [r for r in rows if 0 <= r < seg.sentences]
-            texts.update({(i, r): (row[10], row[11]) for r, row in store.passages(seg.db, rows).items()})
+            rows.update({(i, r): row for r, row in store.passages(seg.db, [r for r in want if 0 <= r < seg.sentences]).items()})
         hits = []
         for g in groups:
-            p, score, dense, toks, (i, r) = g[0]
+            (i, r), score, dense, toks = g[0]
             seg = self.segments[i]
             art = seg.sentence_article[r]
-            before = [texts[(i, r - 1)][0]] if (i, r - 1) in texts and texts[(i, r - 1)][1] == art else []
-            after = [texts[(i, r + 1)][0]] if (i, r + 1) in texts and texts[(i, r + 1)][1] == art else []
-            window = set(toks)
-            for j in (r - 1, r + 1):
-                if (i, j) in texts and texts[(i, j)][1] == art:
-                    window.update(seg.terms[t] for t in seg.tokens(j))
+            near = [(i, j) for j in (r - 1, r + 1) if (i, j) in rows and rows[(i, j)][11] == art]
+            window = set(toks).union(*(self._tokens(*key) for key in near))
             support = self._support(terms, window) if self._support(terms, toks) else 0.0
-            hits.append(Hit(passage=p, score=score, support=support, dense=dense, before=tuple(before),
-                            after=tuple(after), sources=tuple(q for q, *_ in g)))
+            hits.append(Hit(passage=_passage(rows[(i, r)]), score=score, support=support, dense=dense,
+                            before=tuple(rows[key][10] for key in near if key[1] < r),
+                            after=tuple(rows[key][10] for key in near if key[1] > r),
+                            sources=tuple(_passage(rows[key]) for key, *_ in g)))
         return hits
 
     def _coverage(self, keyword: "_Keyword", terms: list[str]) -> float:
@@ -470,7 +465,7 @@ class _Keyword:
                         tid = seg.vocab.get(t)
                         if tid is not None:
                             idx, tfc = p.of(tid)
-                            a[idx] += np.float32(count * idf_of[lv][t]) * tfc
+                            a[idx] += tfc * np.float32(count * idf_of[lv][t] / 255)
                             hit.append((t, idx))
                 acc[lv] = a
                 found[lv] = hit

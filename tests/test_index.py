@@ -336,7 +336,7 @@ def test_keyword_postings_score_as_bm25s_does():
         ours = np.zeros(len(docs), np.float32)
         for t in query:
             idx, tfc = p.of(vocab[t])
-            ours[idx] += index_mod.idf(p.df(vocab[t]), len(docs)) * tfc
+            ours[idx] += index_mod.idf(p.df(vocab[t]), len(docs)) * tfc / 255
         assert np.allclose(ours, reference.get_scores(query), rtol=2e-3, atol=1e-3)
 
 
@@ -402,7 +402,8 @@ def test_the_merge_policy_folds_small_segments_and_drops_deleted_rows(tmp_path, 
         report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
         merged += report.merged
         assert len(report.manifest.segments) <= 3
-    assert merged >= 3 and len(report.manifest.segments) <= 2
+    # the one-sentence segments merge among themselves, never into the 26-sentence one (another tier)
+    assert merged >= 2 and report.manifest.segments[0]["sentences"] == 26
     assert (report.manifest.articles, report.manifest.sentences) == (5, 29)
     (corpus / "n0.txt").write_text("Aid convoys reached Idlib on Friday.")
     report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
