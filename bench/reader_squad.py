@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sample", type=int, help="ask only this many held-out questions per file")
     parser.add_argument("--work", type=Path, help="keep the indexes here instead of a temporary folder")
+    parser.add_argument("--v1-only", action="store_true", help="ReQA on SQuAD v1.1 only (no v2.0 answers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("bm25s", "qa.articles", "qa.index", "qa.sentences"):
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        for name in (squad.V1, squad.V2):
+        for name in (squad.V1,) if args.v1_only else (squad.V1, squad.V2):
             if not (args.data / name).exists():
                 out.append(f"{name} skipped: not found")
                 continue

@@ -5,10 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 from dataclasses import dataclass
 
-import nltk
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, load_punkt_params
+# Importing nltk imports scipy.stats (for collocation measures this project never uses): over a
+# second of every command's start-up. nltk falls back without it, so it is kept out while nltk loads.
+_scipy_stats = sys.modules.get("scipy.stats", False)
+if _scipy_stats is False:
+    sys.modules["scipy.stats"] = None  # an import of it raises ImportError
+try:
+    import nltk
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, load_punkt_params
+finally:
+    if _scipy_stats is False:
+        del sys.modules["scipy.stats"]  # a later import of scipy.stats (sentence-transformers) loads it
 
 log = logging.getLogger(__name__)
 
