@@ -261,7 +261,8 @@ class Segment:
             self.token_ptr = np.load(path / "tokens_ptr.npy").astype(np.int64)
             self.token_ids = np.load(path / "tokens.npy")  # in memory: a search reads a few hundred rows
             self.article_first = np.load(path / "article_first.npy").astype(np.int64)
-            self.sentence_article = np.repeat(np.arange(self.articles, dtype=np.int32), np.diff(self.article_first))
+            self.article_length = np.diff(self.article_first)  # sentences per article
+            self.sentence_article = np.repeat(np.arange(self.articles, dtype=np.int32), self.article_length)
             self.article_date = np.load(path / "article_date.npy")
             self.sources = list(self.meta["sources"])
             self.article_source = np.load(path / "article_source.npy")
@@ -380,7 +381,7 @@ class SegmentWriter:
         """Add every live article of seg (a merge): stored rows copied by SQLite, tokens and vectors
         carried over as arrays; only the titles are tokenized again."""
         arts = np.flatnonzero(seg.live_article)
-        counts = np.diff(seg.article_first)[arts]
+        counts = seg.article_length[arts]
         new_first = self.n_sentences + np.cumsum(counts) - counts
         store.copy_articles(self.db, seg.path / "store.sqlite", list(zip(
             arts.tolist(), range(self.n_articles, self.n_articles + len(arts)), seg.article_first[arts].tolist(),
@@ -809,7 +810,7 @@ class _Build:
             if gone:
                 rows = np.array(sorted(gone), dtype=np.int64)
                 np.save(target / DELETED_FILE, rows)
-                counts = np.diff(seg.article_first)
+                counts = seg.article_length
                 entry["deleted_sentences"] = int(counts[rows].sum())
             else:
                 entry["deleted_sentences"] = 0

@@ -515,7 +515,7 @@ class _Keyword:
                 if len(arts) == pool:  # other articles score at most the worst of these
                     article_bound = self.scale["article"] * float(art[arts].min())
                 # every sentence of the best articles: one of them may outscore the matching sentences
-                starts, counts = seg.article_first[arts], np.diff(seg.article_first)[arts]
+                starts, counts = seg.article_first[arts], seg.article_length[arts]
                 rows = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             if not positive:
                 filler = np.arange(min(seg.sentences, pool))
