@@ -238,7 +238,7 @@ class Retriever:
 
     def positions(self) -> int:
         """How many positions there are (live sentences and deleted ones)."""
-        return sum(seg.sentences for seg in self.segments)
+        return self.docs["sentence"]
 
     def level_scores(self, terms: list[str]) -> dict[str, np.ndarray]:
         """Raw BM25 scores of terms at each keyword level, (positions,) float32 each (the article
@@ -442,14 +442,13 @@ class _Keyword:
     Work grows with the postings of the question's terms, not with the index: scores accumulate in
     zeroed arrays whose untouched pages cost nothing, and candidates are the postings themselves."""
 
-    prune = True  # skip terms that cannot change the pool (False: merge every term's list; tests compare)
+    prune = True  # skip terms that cannot change the pool (False: merge every term's list; a test compares)
 
     def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
         self.r, self.allowed = r, allowed  # allowed: per segment, a bool mask over its articles
         w = r.weights
         self.level_weight = dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)))
-        idf_of = {lv: {t: float(idf(sum(seg.levels[lv].df(seg.vocab[t]) for seg in r.segments if t in seg.vocab),
-                                     r.docs[lv])) for t in terms} for lv in KEYWORD_LEVELS}
+        idf_of = {lv: {t: float(idf(r.df(t, lv), r.docs[lv])) for t in terms} for lv in KEYWORD_LEVELS}
         self.acc: list[dict[str, np.ndarray]] = []
         self.docs: list[list[np.ndarray]] = []  # per segment, per term: live sentences holding it (or beside it)
         self.arts: list[list[np.ndarray]] = []  # per segment, per term: live articles holding it

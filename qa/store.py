@@ -200,12 +200,6 @@ def articles_by_text_key(db: sqlite3.Connection, keys: Iterable[str]) -> list[tu
                     [bytes.fromhex(k) for k in keys], tuple)
 
 
-def article_table(db: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
-    """(id, source, published, first sentence row) of every article, by row."""
-    return db.execute("SELECT a.id, a.source, a.published, (SELECT MIN(s.row) FROM sentences s "
-                      "WHERE s.article = a.row) FROM articles a ORDER BY a.row").fetchall()
-
-
 def article_ids(db: sqlite3.Connection) -> list[str]:
     return [i for (i,) in db.execute("SELECT id FROM articles ORDER BY row")]
 

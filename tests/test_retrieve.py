@@ -147,3 +147,19 @@ def test_model_gets_places_when_the_words_fall_short(hybrid_index, tiny_model):
         assert ids(question, dense_places=0.3, places_below=0.0) == fused  # words cover enough: no places
         moved += bool(set(placed[7:]) - set(fused))  # a model match the fused top 10 did not have
     assert moved
+
+
+def test_skipping_terms_never_changes_the_keyword_pool(keyword_index, monkeypatch):
+    """MaxScore (qa.retrieve._Keyword.prune) is exact: the pool's scores are those of merging every list."""
+    from collections import Counter
+    from qa.retrieve import _Keyword
+    from qa.tokens import tokenize
+    r = Retriever.load(keyword_index)
+    for q in ("How many civilians were killed near the hospital in Ariha?", "cluster munitions school Idlib",
+              "Which human rights group accuses Russia of war crimes?", "displaced people camps winter"):
+        kw = _Keyword(r, Counter(tokenize(q)), None)
+        monkeypatch.setattr(_Keyword, "prune", True)
+        pruned = kw.top(5, positive=True)
+        monkeypatch.setattr(_Keyword, "prune", False)
+        full = kw.top(5, positive=True)
+        assert sorted(kw.scores(pruned).tolist()) == sorted(kw.scores(full).tolist()) and len(pruned) == 5
