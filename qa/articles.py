@@ -115,20 +115,20 @@ class CorpusReader:
         self._id_by_text: dict[str, str] = {}
         self._where_by_id: dict[str, str] = {}
         if root.is_dir():
-            for rel, file in _walk(root, self._report):
+            for rel, file in _walk(root, self.report):
                 suffix = file.suffix.lower()
                 if suffix in SUPPORTED_SUFFIXES:
                     self._list(rel, file)
                 elif suffix in _ARTICLE_LIKE:
-                    self._report(rel, f"skipped: {suffix} files are not supported; convert to one of "
+                    self.report(rel, f"skipped: {suffix} files are not supported; convert to one of "
                                       f"{', '.join(SUPPORTED_SUFFIXES)}")
                 else:
                     log.debug("skipping %s: unsupported suffix", rel)
         elif root.suffix.lower() not in SUPPORTED_SUFFIXES:
-            self._report(root.name, f"skipped: unsupported suffix {root.suffix or '(none)'!r}; "
+            self.report(root.name, f"skipped: unsupported suffix {root.suffix or '(none)'!r}; "
                                     f"use one of {', '.join(SUPPORTED_SUFFIXES)}")
         elif not root.is_file():
-            self._report(root.name, "skipped: not a regular file")
+            self.report(root.name, "skipped: not a regular file")
         else:
             self._list(root.name, root)
 
@@ -136,36 +136,38 @@ class CorpusReader:
         """Articles of the given files (default: all), in order, one at a time; duplicates by text and
         id clashes handled across everything this reader has streamed so far, exactly as load_corpus does."""
         for file in self.files if files is None else files:
-            for where, article in _read_file(file, self._report):
-                if self._admit(where, article):
+            for where, article in read_file(file, self.report):
+                if self.admit(where, article):
                     yield article
 
     def _list(self, rel: str, path: Path) -> None:
         try:
             stat = path.stat()
         except OSError as e:
-            self._report(rel, f"skipped: cannot read file ({e.strerror or e})")
+            self.report(rel, f"skipped: cannot read file ({e.strerror or e})")
             return
         self.files.append(CorpusFile(rel, path, stat.st_size, stat.st_mtime_ns))
 
-    def _report(self, where: str, message: str) -> None:
+    def report(self, where: str, message: str) -> None:
+        """Record a Problem (and log it); qa.distributed reports a remote read's problems here."""
         log.warning("%s: %s", where, message)
         self.problems.append(Problem(where, message))
 
-    def _admit(self, where: str, article: Article) -> bool:
-        """True for an article to keep; a duplicate or an id clash is recorded instead."""
+    def admit(self, where: str, article: Article) -> bool:
+        """True for an article to keep; a duplicate or an id clash is recorded instead. Call in stream
+        order: the first of two articles with the same text or id is the one kept."""
         key = text_key(article.text)
         if key in self._id_by_text:
             log.info("%s: skipped %r, same text as %r", where, article.id, self._id_by_text[key])
             self.duplicates.append((article.id, self._id_by_text[key]))
             return False
         if article.id in self._where_by_id:
-            self._report(where, f"skipped: id {article.id!r} is already used by {self._where_by_id[article.id]} "
+            self.report(where, f"skipped: id {article.id!r} is already used by {self._where_by_id[article.id]} "
                                 "with different text; give one of them another id")
             return False
         self._id_by_text[key], self._where_by_id[article.id] = article.id, where
         for warning in article_warnings(article):
-            self._report(where, warning)
+            self.report(where, warning)
         return True
 
 
@@ -302,7 +304,7 @@ def _check_link(link: Path, root: Path, real_root: Path, report: Report) -> bool
     return True
 
 
-def _read_file(file: CorpusFile, report: Report) -> Iterator[tuple[str, Article]]:
+def read_file(file: CorpusFile, report: Report) -> Iterator[tuple[str, Article]]:
     """(where, article) for each article of one file; anything unforeseen ends that file with a Problem."""
     try:
         suffix = file.path.suffix.lower()

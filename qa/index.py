@@ -33,7 +33,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -43,7 +43,7 @@ from qa import selftrain, store
 from qa import articles
 from qa.articles import Article, Problem, text_key
 from qa.embed import Encoder, ModelUnavailable
-from qa.sentences import Splitter
+from qa.sentences import Sentence, Splitter
 from qa.tokens import VERSION as TOKENS_VERSION, tokenize
 
 log = logging.getLogger(__name__)
@@ -327,6 +327,31 @@ def _date_number(published: str) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An article made ready for a segment: its sentences, their keyword tokens, its title's and, when
+    it was embedded where it was prepared (qa.distributed), its sentences' vectors."""
+    sentences: list[Sentence]
+    tokens: list[list[str]]  # per sentence
+    title_tokens: list[str]
+    vectors: np.ndarray | None = None  # (len(sentences), d) float32, unit length
+
+
+def prepare(article: Article, splitter: Splitter) -> Prepared:
+    """Split an article into sentences and tokenize them and its title (the work a build spreads
+    over Ray actors; the segment writer only numbers the tokens)."""
+    sentences = splitter.split(article.id, article.text)
+    return Prepared(sentences, [tokenize(s.text) for s in sentences], tokenize(article.title))
+
+
+# How a build reads and prepares its articles when not in this process: called with (reader, files,
+# splitter, encoder or None), it yields (article, its file, Prepared) in the order reader.articles(files)
+# would, admitting each with reader.admit and reporting problems with reader.report; embedded when given
+# an encoder. qa.distributed.RayIngest is one.
+Ingest = Callable[["articles.CorpusReader", list, Splitter, "Encoder | None"],
+                  Iterator[tuple[Article, "articles.CorpusFile", Prepared]]]
+
+
 class SegmentWriter:
     """Collects articles, then writes them as one segment folder: store, postings, tokens, vectors."""
 
@@ -346,7 +371,7 @@ class SegmentWriter:
         self.sources: dict[str, int] = {}
         self.article_source: list[np.ndarray] = []
         self.texts: list[str] = []  # sentences to embed, when the segment gets vectors from an encoder
-        self.vectors: list[np.ndarray] = []  # vectors carried over (a merge), in sentence order
+        self.vectors: list[np.ndarray] = []  # vectors carried over (a merge) or prepared, in sentence order
         self.fingerprint = 0
         self.n_sentences = self.n_articles = 0
 
@@ -354,24 +379,27 @@ class SegmentWriter:
         v = self.vocab
         return np.fromiter((v.setdefault(t, len(v)) for t in terms), dtype=np.int32, count=len(terms))
 
-    def add(self, article: Article, origin: str, sentences: list, keep_texts: bool) -> None:
-        """Add a new article with its sentences (qa.sentences.Sentence)."""
-        row = self.n_articles
+    def add(self, article: Article, origin: str, prepared: Prepared, keep_texts: bool) -> None:
+        """Add a new article, split and tokenized; its vectors are the prepared ones, or else (keep_texts)
+        its sentences are embedded when the segment is finished."""
+        sentences, row = prepared.sentences, self.n_articles
         store.insert_article(self.db, row, self.n_sentences, article, origin, text_key(article.text), sentences)
-        tokens = [self._ids(tokenize(s.text)) for s in sentences]
+        tokens = [self._ids(t) for t in prepared.tokens]
         self.tokens += tokens
         self.lengths.append(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
         self.sentence_article.append(np.full(len(sentences), row, dtype=np.int32))
-        self._articles([article.title], [article.source], [_date_number(article.published)])
+        self._articles([self._ids(prepared.title_tokens)], [article.source], [_date_number(article.published)])
         self.fingerprint = (self.fingerprint + article_fingerprint(article.id, article.content_hash)) % FINGERPRINT_MOD
         self.n_sentences += len(sentences)
-        if keep_texts:
+        if prepared.vectors is not None:
+            self.vectors.append(prepared.vectors)
+        elif keep_texts:
             self.texts += [s.text for s in sentences]
 
-    def _articles(self, titles: list[str], sources: list[str], dates) -> None:
-        t = [self._ids(tokenize(x)) for x in titles]
-        self.titles += t
-        self.title_lengths.append(np.fromiter(map(len, t), dtype=np.int64, count=len(t)))
+    def _articles(self, titles: list[np.ndarray], sources: list[str], dates) -> None:
+        """titles: each article's title as token ids."""
+        self.titles += titles
+        self.title_lengths.append(np.fromiter(map(len, titles), dtype=np.int64, count=len(titles)))
         self.dates.append(np.asarray(dates, dtype=np.int32))
         self.article_source.append(np.fromiter((self.sources.setdefault(x, len(self.sources)) for x in sources),
                                                dtype=np.int32, count=len(sources)))
@@ -395,8 +423,8 @@ class SegmentWriter:
         self.lengths.append(lengths[live])
         self.sentence_article.append(np.repeat(np.arange(self.n_articles, self.n_articles + len(arts), dtype=np.int32),
                                                counts))
-        self._articles([columns[a][1] for a in arts], [seg.sources[c] for c in seg.article_source[arts]],
-                       seg.article_date[arts])
+        self._articles([self._ids(tokenize(columns[a][1])) for a in arts],
+                       [seg.sources[c] for c in seg.article_source[arts]], seg.article_date[arts])
         for a in arts:
             self.fingerprint += article_fingerprint(columns[a][0], columns[a][2])
         self.fingerprint %= FINGERPRINT_MOD
@@ -517,7 +545,7 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
                 mode_reason: str = "", rebuild: bool = False, progress: bool = True,
                 staged: Iterable[Path] = (), self_train: selftrain.Training | None = None,
                 retrain: bool = False, lock_timeout: float = LOCK_TIMEOUT,
-                caller_holds_lock: bool = False) -> BuildReport:
+                caller_holds_lock: bool = False, ingest: Ingest | None = None) -> BuildReport:
     """Bring the index in index_dir up to date with corpus (a folder or a file).
 
     Files under corpus whose size and time (or else content) are unchanged are not read again;
@@ -533,11 +561,15 @@ def build_index(corpus: str | Path, index_dir: str | Path, splitter: Splitter, e
 
     The whole build holds writer_lock(index_dir) (waiting up to lock_timeout seconds, then raising
     IndexBusy), unless caller_holds_lock says the caller took it already.
+
+    ingest: where articles are read, split, tokenized and embedded (qa.distributed.RayIngest: on a
+    Ray cluster); None: here. This process plans, writes the segments and publishes either way, so
+    the index is the same.
     """
     with nullcontext() if caller_holds_lock else writer_lock(index_dir, lock_timeout):
         _remove_orphans(Path(index_dir))
         return _Build(Path(corpus), Path(index_dir), splitter, encoder, mode_reason, rebuild, progress,
-                      list(staged), self_train, retrain).run()
+                      list(staged), self_train, retrain, ingest).run()
 
 
 class _Build:
@@ -545,10 +577,10 @@ class _Build:
 
     def __init__(self, root: Path, index_dir: Path, splitter: Splitter, encoder: Encoder | None, mode_reason: str,
                  rebuild: bool, progress: bool, staged: list[Path], self_train: selftrain.Training | None,
-                 retrain: bool):
+                 retrain: bool, ingest: Ingest | None = None):
         self.root, self.index_dir, self.splitter, self.encoder = root, index_dir, splitter, encoder
         self.mode_reason, self.rebuild, self.progress = mode_reason, rebuild, progress
-        self.staged, self.self_train, self.retrain = staged, self_train, retrain
+        self.staged, self.self_train, self.retrain, self.ingest = staged, self_train, retrain, ingest
         self.t0 = time.perf_counter()
         self.problems: list[Problem] = []
         self.duplicates: list[tuple[str, str]] = []
@@ -690,7 +722,7 @@ class _Build:
         bar = tqdm(desc="indexing", unit=" articles", disable=not self.progress, dynamic_ncols=True)
         sentences_done = 0
         for i, files in sorted(by_reader.items()):
-            for article, f in self._stream(readers[i], files):
+            for article, f, prepared in self._stream(readers[i], files, keep_texts):
                 origin = (_origin(f.rel, self.root) if i == 0 else str((self.root / f.rel).resolve()))
                 seen.add(article.id)
                 old = old_articles.get(article.id)
@@ -722,9 +754,9 @@ class _Build:
                 keys_here[key] = article.id
                 if writer is None:
                     writer = SegmentWriter(self._new_folder())
-                sents = self.splitter.split(article.id, article.text)
-                writer.add(article, origin, sents, keep_texts)
-                sentences_done += len(sents)
+                prepared = prepared or prepare(article, self.splitter)
+                writer.add(article, origin, prepared, keep_texts)
+                sentences_done += len(prepared.sentences)
                 bar.update(1)
                 bar.set_postfix_str(f"{sentences_done:,} sentences", refresh=False)
                 if writer.n_sentences >= FLUSH_SENTENCES:
@@ -735,12 +767,19 @@ class _Build:
             self._flush(writer, records)
         return added, updated, seen
 
-    def _stream(self, reader: "articles.CorpusReader", files) -> Iterator[tuple[Article, object]]:
-        for f in files:
+    def _stream(self, reader: "articles.CorpusReader", files, embed: bool) -> Iterator[tuple[Article, object,
+                                                                                             Prepared | None]]:
+        """(article, its file, Prepared or None: prepared only when written) in stream order."""
+        if self.ingest is not None:
             before = len(reader.problems)
-            for a in reader.articles([f]):
-                yield a, f
+            yield from self.ingest(reader, files, self.splitter, self.encoder if embed else None)
             self.problems += reader.problems[before:]
+        else:
+            for f in files:
+                before = len(reader.problems)
+                for a in reader.articles([f]):
+                    yield a, f, None
+                self.problems += reader.problems[before:]
         self.duplicates += reader.duplicates
 
     def _new_folder(self) -> Path:
