@@ -361,7 +361,7 @@ class Retriever:
 
     def _tokens(self, i: int, r: int) -> set[str]:
         seg = self.segments[i]
-        return {seg.terms[t] for t in seg.tokens(r)}
+        return set(map(seg.terms.__getitem__, seg.tokens(r).tolist()))
 
     def _make_hits(self, groups: list[list], terms: list[str]) -> list[Hit]:
         """Hits for the grouped sentences: passages, neighbours and support, one query per segment."""
@@ -375,14 +375,14 @@ class Retriever:
         for i, want in wanted.items():
             seg = self.segments[i]
             rows.update({(i, r): row for r, row in store.passages(seg.db, [r for r in want if 0 <= r < seg.sentences]).items()})
-        hits = []
+        hits, weights = [], self._term_weights(terms)
         for g in groups:
             (i, r), score, dense, toks = g[0]
             seg = self.segments[i]
             art = seg.sentence_article[r]
             near = [(i, j) for j in (r - 1, r + 1) if (i, j) in rows and rows[(i, j)][11] == art]
-            window = set(toks).union(*(self._tokens(*key) for key in near))
-            support = self._support(terms, window) if self._support(terms, toks) else 0.0
+            window = toks.union(*(self._tokens(*key) for key in near))
+            support = _share(weights, window) if _share(weights, toks) else 0.0
             hits.append(Hit(passage=_passage(rows[(i, r)]), score=score, support=support, dense=dense,
                             before=tuple(rows[key][10] for key in near if key[1] < r),
                             after=tuple(rows[key][10] for key in near if key[1] > r),
@@ -399,8 +399,8 @@ class Retriever:
         present: set[str] = set()
         for j in (r - 1, r, r + 1):
             if 0 <= j < seg.sentences and seg.sentence_article[j] == seg.sentence_article[r]:
-                present.update(seg.terms[t] for t in seg.tokens(j))
-        return self._support(terms, present)
+                present |= self._tokens(i, j)
+        return _share(self._term_weights(terms), present)
 
     def _dense_weight(self, covered: float) -> float:
         w = self.weights
@@ -423,16 +423,14 @@ class Retriever:
 
         Words that frame the question ("name", "date", "happen") do not count unless nothing else is left.
         """
-        return self._support(terms, set(tokenize(text)))
+        return _share(self._term_weights(terms), set(tokenize(text)))
 
-    def _support(self, terms: list[str], present: set[str]) -> float:
+    def _term_weights(self, terms: list[str]) -> dict[str, float]:
+        """What each question term weighs in support: its idf; frame words only when nothing else is left."""
         terms = [t for t in terms if t not in QUESTION_FRAME] or terms
-        if not terms:
-            return 0.0
         n = self.manifest.sentences
-        weights = {t: (math.log((n + 1) / (df + 0.5)) if (df := self.df(t)) else self.unknown_idf)
-                   for t in set(terms)}
-        return sum(v for t, v in weights.items() if t in present) / sum(weights.values())
+        return {t: (math.log((n + 1) / (df + 0.5)) if (df := self.df(t)) else self.unknown_idf)
+                for t in set(terms)}
 
 
 class _Keyword:
@@ -442,16 +440,15 @@ class _Keyword:
     Work grows with the postings of the question's terms, not with the index: scores accumulate in
     zeroed arrays whose untouched pages cost nothing, and candidates are the postings themselves."""
 
-    prune = True  # skip terms that cannot change the pool (False: merge every term's list; a test compares)
-
     def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
         self.r, self.allowed = r, allowed  # allowed: per segment, a bool mask over its articles
         w = r.weights
         self.level_weight = dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)))
-        idf_of = {lv: {t: float(idf(r.df(t, lv), r.docs[lv])) for t in terms} for lv in KEYWORD_LEVELS}
+        idf_of = {lv: dict(zip(terms, idf([r.df(t, lv) for t in terms], r.docs[lv]).tolist())) for lv in KEYWORD_LEVELS}
         self.acc: list[dict[str, np.ndarray]] = []
-        self.docs: list[list[np.ndarray]] = []  # per segment, per term: live sentences holding it (or beside it)
-        self.arts: list[list[np.ndarray]] = []  # per segment, per term: live articles holding it
+        self.docs: list[np.ndarray] = []  # per segment: the live rows the terms' window postings hold (repeats kept)
+        self.arts: list[np.ndarray] = []  # per segment: the live articles holding a term (repeats kept)
+        self.lists = 0  # the most times a row can recur in docs (or an article in arts)
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
         for seg in r.segments:
             acc, found = {}, {}
@@ -465,28 +462,23 @@ class _Keyword:
                         if tid is not None:
                             idx, tfc = p.of(tid)
                             a[idx] += tfc * np.float32(count * idf_of[lv][t] / 255)
-                            hit.append((t, idx))
+                            hit.append(idx)
                 acc[lv] = a
-                found[lv] = hit
-            docs, arts = found["window"], found["article"]  # per term: its postings, each row once
+                found[lv] = _joined(hit)
+                self.lists = max(self.lists, len(hit))
             if seg.live is not None:
-                docs = [(t, d[seg.live[d]]) for t, d in docs]
-                arts = [(t, d[seg.live_article[d]]) for t, d in arts]
-            arts = [d for _, d in arts]
-            for _, d in docs:
-                if len(d):
-                    top["sentence"] = max(top["sentence"], float(acc["sentence"][d].max()))
-                    top["window"] = max(top["window"], float(acc["window"][d].max()))
-            for d in arts:
-                if len(d):
-                    top["article"] = max(top["article"], float(acc["article"][d].max()))
+                found["sentence"] = found["sentence"][seg.live[found["sentence"]]]
+                found["window"] = found["window"][seg.live[found["window"]]]
+                found["article"] = found["article"][seg.live_article[found["article"]]]
+            for lv in KEYWORD_LEVELS:
+                if seg.live is None:
+                    top[lv] = max(top[lv], float(acc[lv].max()))
+                elif len(found[lv]):
+                    top[lv] = max(top[lv], float(acc[lv][found[lv]].max()))
             self.acc.append(acc)
-            self.docs.append(docs)
-            self.arts.append(arts)
+            self.docs.append(found["window"])
+            self.arts.append(found["article"])
         self.scale = {lv: (self.level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
-        # the most a term adds to a sentence's score at the sentence and window levels (tf part <= 1)
-        self.bound = {t: count * (self.scale["sentence"] * idf_of["sentence"][t] + self.scale["window"] * idf_of["window"][t])
-                      for t, count in terms.items()}
 
     def _fused(self, i: int, rows: np.ndarray) -> np.ndarray:
         acc, seg, s = self.acc[i], self.r.segments[i], self.scale
@@ -497,56 +489,43 @@ class _Keyword:
         """The pool best (segment, row) pairs by keyword score, best first; positive: only those with
         a score above 0 (else live, allowed sentences fill up the pool).
 
-        No pass over the whole index: a row among the pool best is among the pool best of every
-        term's postings that hold it, so only those lists are merged, the rarest term's first; once
-        the pool's worst beats all that the remaining terms (and an article outside the best ones)
-        could add to a row found in none of the lists so far, the rest are skipped (MaxScore)."""
+        No pass over the whole index. A row scoring above 0 holds a term in its window (it is in
+        the window postings) or lies in an article holding one; of the latter only the sentences of
+        the pool best articles can make the pool (each of those articles has a sentence scoring at
+        least as much). A row recurs at most once per term, so the pool best distinct rows are
+        among the pool × (terms + 1) best entries of the postings taken together."""
         keys, scores = [], []
         for i, seg in enumerate(self.r.segments):
             ok = None if self.allowed is None else self.allowed[i]
-            rows = np.zeros(0, np.int64)
-            article_bound = 0.0
-            if self.scale["article"] > 0:
-                art = self.acc[i]["article"]
-                lists = [d if ok is None else d[ok[d]] for d in self.arts[i]]
-                arts = np.unique(np.concatenate([_best(d, art[d], pool) for d in lists] or [np.zeros(0, np.int64)]))
+            parts = [self.docs[i] if ok is None else self.docs[i][ok[seg.sentence_article[self.docs[i]]]]]
+            if self.scale["article"] > 0 and len(self.arts[i]):
+                art, arts = self.acc[i]["article"], self.arts[i]
+                arts = arts if ok is None else arts[ok[arts]]
+                arts = np.unique(_best(arts, art[arts], pool * self.lists))
                 arts = _best(arts, art[arts], pool)
-                if len(arts) == pool:  # other articles score at most the worst of these
-                    article_bound = self.scale["article"] * float(art[arts].min())
                 # every sentence of the best articles: one of them may outscore the matching sentences
                 starts, counts = seg.article_first[arts], seg.article_length[arts]
-                rows = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
             if not positive:
                 filler = np.arange(min(seg.sentences, pool))
                 filler = filler if seg.live is None else filler[seg.live[filler]]
-                rows = np.union1d(rows, filler if ok is None else filler[ok[seg.sentence_article[filler]]])
-            if ok is not None:
-                rows = rows[ok[seg.sentence_article[rows]]]
-            rows = np.unique(rows)
+                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
+            marked = np.zeros(seg.sentences, bool)
+            for part in parts:
+                marked[part] = True
+            rows = np.flatnonzero(marked)
             s = self._fused(i, rows)
-            rows, s = _best(rows, s, pool), s[_best(np.arange(len(rows)), s, pool)]
-            lists = sorted(self.docs[i], key=lambda x: -self.bound[x[0]])
-            left = sum(self.bound[t] for t, _ in lists)
-            for t, d in lists:
-                if self.prune and len(rows) >= pool and float(s.min()) > left + article_bound:
-                    break
-                left -= self.bound[t]
-                if ok is not None:
-                    d = d[ok[seg.sentence_article[d]]]
-                d = _best(d, self._fused(i, d), pool)
-                rows = np.unique(np.concatenate([rows, d]))
-                s = self._fused(i, rows)
-                keep = _best(np.arange(len(rows)), s, pool)
-                rows, s = rows[keep], s[keep]
+            keep = _best(np.arange(len(rows)), s, pool)
+            rows, s = rows[keep], s[keep]
             if positive:
                 rows, s = rows[s > 0], s[s > 0]
-            keys += [(i, int(r)) for r in rows]
+            keys += [(i, r) for r in rows.tolist()]
             scores.append(s)
         if not keys:
             return []
         scores = np.concatenate(scores)
         order = np.lexsort((np.arange(len(keys)), -scores))[:pool]
-        return [keys[j] for j in order]
+        return [keys[j] for j in order.tolist()]
 
     def scores(self, keys: list[tuple[int, int]]) -> np.ndarray:
         out = np.zeros(len(keys), np.float32)
@@ -556,6 +535,16 @@ class _Keyword:
         for i, js in by_segment.items():
             out[js] = self._fused(i, np.array([keys[j][1] for j in js], dtype=np.int64))
         return out
+
+
+def _share(weights: dict[str, float], present: set[str]) -> float:
+    """The share of the weights whose terms are present (0 without weights)."""
+    total = sum(weights.values())
+    return sum(v for t, v in weights.items() if t in present) / total if total else 0.0
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:

@@ -149,17 +149,16 @@ def test_model_gets_places_when_the_words_fall_short(hybrid_index, tiny_model):
     assert moved
 
 
-def test_skipping_terms_never_changes_the_keyword_pool(keyword_index, monkeypatch):
-    """MaxScore (qa.retrieve._Keyword.prune) is exact: the pool's scores are those of merging every list."""
+def test_the_keyword_pool_is_the_best_of_every_sentence(keyword_index):
+    """_Keyword.top reads only the terms' postings and the best articles, yet its pool is exactly the
+    pool best of scoring every sentence of the index."""
     from collections import Counter
     from qa.retrieve import _Keyword
-    from qa.tokens import tokenize
     r = Retriever.load(keyword_index)
     for q in ("How many civilians were killed near the hospital in Ariha?", "cluster munitions school Idlib",
               "Which human rights group accuses Russia of war crimes?", "displaced people camps winter"):
         kw = _Keyword(r, Counter(tokenize(q)), None)
-        monkeypatch.setattr(_Keyword, "prune", True)
-        pruned = kw.top(5, positive=True)
-        monkeypatch.setattr(_Keyword, "prune", False)
-        full = kw.top(5, positive=True)
-        assert sorted(kw.scores(pruned).tolist()) == sorted(kw.scores(full).tolist()) and len(pruned) == 5
+        every = np.concatenate([kw._fused(i, np.arange(seg.sentences)) for i, seg in enumerate(r.segments)])
+        pool = kw.top(5, positive=True)
+        assert len(pool) == 5
+        assert sorted(kw.scores(pool).tolist(), reverse=True) == sorted(every.tolist(), reverse=True)[:5]
