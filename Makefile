@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 PIP_FLAGS := -q --disable-pip-version-check --no-warn-script-location
 # Stamp the install on pyproject.toml and constraints.txt so later runs skip pip.
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: run test install bench clean
 
@@ -20,7 +21,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) app.py
 
-test: $(STAMP)
+# The tests also cover the optional Ray extra (tests/test_ray.py), so `make test` installs it; `make run` does not.
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test,ray]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import ray.data"
+	touch $(RAY_STAMP)
+
+test: $(RAY_STAMP)
 	$(PY) -m pytest -q
 
 clean:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from qa import models
+from qa.distributed import RayUnavailable
 from qa.embed import NO_MODEL
 from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
 from qa.selftrain import SELF_TRAINED
@@ -22,10 +23,11 @@ DEFAULT_SET = "eval/idlib.jsonl"
 
 
 def index_corpus(corpus: str, index: str, model: str | None = None, rebuild: bool = False,
-                 progress: bool = True, retrain: bool = False) -> BuildReport:
+                 progress: bool = True, retrain: bool = False, ingest=None) -> BuildReport:
     """Index corpus with the model qa.models.for_build picks (--model, $QA_MODEL, the index's own,
     the default); retrain trains the index's own model again. An index that is keyword-only only
-    because no model could be loaded is rebuilt with the model once one loads."""
+    because no model could be loaded is rebuilt with the model once one loads. ingest: a
+    qa.index.Ingest (qa.distributed.RayIngest), or None to read and embed in this process."""
     indexed = None
     try:
         m = read_manifest(index)
@@ -39,7 +41,7 @@ def index_corpus(corpus: str, index: str, model: str | None = None, rebuild: boo
                  "rebuilding it with %s", index, chosen.encoder.info.name)
         rebuild = True
     return build_index(corpus, index, load_splitter(), chosen.encoder, mode_reason=chosen.reason, rebuild=rebuild,
-                       progress=progress, self_train=chosen.self_train, retrain=retrain)
+                       progress=progress, self_train=chosen.self_train, retrain=retrain, ingest=ingest)
 
 
 def train_reader(data: Path, work: Path, sets: list[str], calibrate_only: bool = False) -> dict:
@@ -118,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="start a new index instead of updating")
     p.add_argument("--retrain", action="store_true",
                    help="train the index's own model again on everything indexed (implies --model self-trained)")
+    p.add_argument("--ray", metavar="local|auto|ADDRESS",
+                   help="read, split and embed on a Ray cluster: 'local' starts one here, 'auto' joins this "
+                        "machine's (`ray start`), or the head's address (needs the extra: pip install -e '.[ray]')")
+    p.add_argument("--workers", type=int, help="with --ray: actors that split and embed (default: one per CPU, "
+                                                "or per GPU when the cluster has GPUs)")
     p = sub.add_parser("ask", help="answer a question from the index, with citations")
     p.add_argument("question")
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -147,13 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth", help="USER:PASSWORD required to open the chat")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "sentence_transformers", "bm25s", "faiss"):
+    for noisy in ("httpx", "sentence_transformers", "bm25s", "faiss", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "index":
             if args.retrain and args.model not in (None, SELF_TRAINED):
                 parser.error(f"--retrain trains a model on this corpus; it cannot be used with --model {args.model}")
-            print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain)))
+            if args.workers is not None and (args.ray is None or args.workers < 1):
+                parser.error("--workers needs --ray and a number of at least 1")
+            ingest = None
+            if args.ray:
+                from qa import distributed
+                distributed.connect(args.ray)
+                ingest = distributed.RayIngest(workers=args.workers)
+            try:
+                print(describe(index_corpus(args.corpus, args.index, args.model, args.rebuild, retrain=args.retrain,
+                                            ingest=ingest)))
+            finally:
+                if ingest is not None:
+                    distributed.disconnect()
         elif args.command == "ask":
             from qa.answer import Assistant
             assistant = Assistant.load(args.index)
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(index_corpus(args.corpus, args.index, args.model)))
             serve(args.index, corpus=args.corpus, host=args.host, port=args.port, share=args.share,
                   auth=args.auth)
-    except (IndexUnusable, FileNotFoundError) as e:
+    except (IndexUnusable, FileNotFoundError, RayUnavailable) as e:
         print(f"qa: {e}", file=sys.stderr)
         return 2
     return 0
