@@ -295,8 +295,9 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
 
 
 def serve(index: str, corpus: str | None = None, host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False, auth: str | None = None) -> None:
-    """Serve the chat on host:port (this machine only by default); share and auth are opt-in."""
+          share: bool = False, auth: str | None = None, ray: str | None = None, actors: int | None = None) -> None:
+    """Serve the chat on host:port (this machine only by default); share and auth are opt-in.
+    ray: search the segments in Ray actors on that cluster (qa.cluster)."""
     from qa.sentences import load_splitter
 
     if auth and ":" not in auth:
@@ -304,7 +305,7 @@ def serve(index: str, corpus: str | None = None, host: str = "127.0.0.1", port: 
     reader, why = open_reader()
     if why:
         log.warning(why)
-    live = LiveIndex(Retriever.load(index), index, corpus, load_splitter(), reader=reader)
+    live = LiveIndex(Retriever.load(index, ray=ray, actors=actors), index, corpus, load_splitter(), reader=reader)
     live.remove_staged()
     login = LoginLimiter(*auth.split(":", 1)) if auth else None
     if share and not login:

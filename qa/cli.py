@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="opt in to a public Gradio share link")
     p.add_argument("--auth", help="USER:PASSWORD required to open the chat")
+    p.add_argument("--ray", metavar="local|auto|ADDRESS",
+                   help="search the index from Ray actors: a local cluster, this machine's, or the head's address "
+                        "(needs the extra: pip install -e '.[ray]'; the index folder must be on storage every node sees)")
+    p.add_argument("--actors", type=int, help="with --ray: actors holding the segments (default: one per CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "sentence_transformers", "bm25s", "faiss", "ray"):
@@ -194,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         else:
             from qa.chat import serve
+            if args.actors is not None and (args.ray is None or args.actors < 1):
+                parser.error("--actors needs --ray and a number of at least 1")
             if Path(args.corpus).exists():
                 print(describe(index_corpus(args.corpus, args.index, args.model)))
             serve(args.index, corpus=args.corpus, host=args.host, port=args.port, share=args.share,
-                  auth=args.auth)
+                  auth=args.auth, ray=args.ray, actors=args.actors)
     except (IndexUnusable, FileNotFoundError, RayUnavailable) as e:
         print(f"qa: {e}", file=sys.stderr)
         return 2

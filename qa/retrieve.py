@@ -1,6 +1,7 @@
 """Hybrid sentence retrieval: BM25 over sentence, window and article, fused with FAISS cosine."""
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
@@ -10,11 +11,12 @@ from typing import Iterator
 
 import numpy as np
 
-from qa import models, selftrain, store
+from qa import models, selftrain
 from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
-from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation, open_segments
+from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation
+from qa.shard import Shard
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -110,36 +112,73 @@ class Stats:
     undated: int = 0  # articles without a date
 
 
+class Local:
+    """Shards in this process: a call is a method call."""
+
+    def __init__(self, shards: list[Shard]):
+        self.shards = shards
+
+    def call(self, name: str, *args) -> list:
+        """name(*args) on every shard, in shard order."""
+        return [getattr(s, name)(*args) for s in self.shards]
+
+    def call_each(self, name: str, args: list[tuple]) -> list:
+        """name(*args[j]) on shard j; None for a shard given None."""
+        return [None if a is None else getattr(s, name)(*a) for s, a in zip(self.shards, args)]
+
+    def tell(self, name: str, *args) -> None:
+        """name(*args) on every shard, without waiting for an answer."""
+        self.call(name, *args)
+
+    def close(self) -> None:
+        for s in self.shards:
+            s.close()
+
+
+_QUESTION_IDS = itertools.count(1)
+
+
 class Retriever:
     """A loaded index: its segments, searched together. Load once with Retriever.load and share it;
-    search is read-only."""
+    search is read-only.
+
+    The segments' work is done by shards (qa.shard): one in this process, or Ray actors
+    (qa.distributed); the retriever merges their answers the same way in both cases."""
 
     def __init__(self, gen: Path, manifest: Manifest, encoder: Encoder | None, notice: str = "",
-                 weights: Weights = Weights()):
+                 weights: Weights = Weights(), shards=None):
         self.manifest, self.encoder, self.weights = manifest, encoder, weights
         self.notice = notice or manifest.mode_reason
-        self.segments = open_segments(gen, manifest, load_vectors=encoder is not None)
+        self.ray: str | None = None  # the Ray cluster serving the shards (Retriever.load), None: this process
+        self.actors: int | None = None
+        names = [s["name"] for s in manifest.segments]
+        self.shards = shards if shards is not None else Local([Shard(gen, names, 0, load_vectors=encoder is not None)])
+        counts = [c for part in self.shards.call("counts") for c in part]
+        # which shard holds segment i
+        self.owner = [j for j, part in enumerate(self.shards.call("counts")) for _ in part]
         # Keyword statistics over every segment together (deleted rows count until a merge drops
         # them, as in Lucene): scores compare across segments.
-        self.docs = {"sentence": sum(s.sentences for s in self.segments),
-                     "window": sum(s.sentences for s in self.segments),
-                     "article": sum(s.articles for s in self.segments)}
+        self.docs = {"sentence": sum(s for s, _ in counts), "window": sum(s for s, _ in counts),
+                     "article": sum(a for _, a in counts)}
+        self.segment_sentences = [s for s, _ in counts]
         self.unknown_idf = math.log((manifest.sentences + 1) / 0.5)
         self._df_cache: dict[tuple[str, str], int] = {}
         self.neighbours = None
         if encoder is not None and weights.expansion > 0:
             sentences_with: dict[str, int] = {}
-            for seg in self.segments:
-                for t, df in zip(seg.terms, np.diff(seg.levels["sentence"].indptr)):
-                    sentences_with[t] = sentences_with.get(t, 0) + int(df)
+            for part in self.shards.call("term_counts"):
+                for t, df in part.items():
+                    sentences_with[t] = sentences_with.get(t, 0) + df
             self.neighbours = WordNeighbours.from_model(encoder.model, sentences_with)
 
     @classmethod
     def load(cls, index_dir: str | Path, encoder: Encoder | None = None, load_model: bool = True,
-             weights: Weights | None = None) -> "Retriever":
+             weights: Weights | None = None, ray: str | None = None, actors: int | None = None) -> "Retriever":
         """Open the live index in index_dir; loads its model unless one is given or load_model is False.
 
         weights: None picks them for the index's model (SELF_TRAINED_WEIGHTS for a self-trained one).
+        ray: serve the segments from Ray actors (qa.cluster) on this cluster: 'local', 'auto' or the
+        head's address; actors: how many (default one per CPU). None: in this process.
         """
         gen = live_generation(Path(index_dir))
         if gen is None:
@@ -169,11 +208,16 @@ class Retriever:
             notice = "keyword-only: model not loaded"
         if weights is None:
             weights = SELF_TRAINED_WEIGHTS if manifest.model == selftrain.SELF_TRAINED else Weights()
-        return cls(gen, manifest, encoder, notice, weights)
+        shards = None
+        if ray:
+            from qa import cluster
+            shards = cluster.serve(gen, manifest.segments, encoder is not None, ray, actors)
+        r = cls(gen, manifest, encoder, notice, weights, shards)
+        r.ray, r.actors = ray, actors
+        return r
 
     def close(self) -> None:
-        for seg in self.segments:
-            seg.close()
+        self.shards.close()
 
     @property
     def mode(self) -> Mode:
@@ -184,57 +228,45 @@ class Retriever:
         return Mode(PRETRAINED, self.encoder.info.name)
 
     def stats(self) -> Stats:
-        dates = np.concatenate([s.article_date[s.live_article] for s in self.segments] or [np.zeros(0, np.int32)])
+        parts = self.shards.call("facts")
+        dates = np.concatenate([d for d, _ in parts])
         dated = dates[dates > 0]
-        sources = {seg.sources[c] for seg in self.segments
-                   for c in np.unique(seg.article_source[seg.live_article])} - {""}
         return Stats(articles=self.manifest.articles, sentences=self.manifest.sentences,
                      first_date=_iso(int(dated.min())) if len(dated) else "",
                      last_date=_iso(int(dated.max())) if len(dated) else "",
-                     sources=tuple(sorted(sources)), mode=self.mode, mode_reason=self.notice,
-                     undated=int((dates == 0).sum()))
+                     sources=tuple(sorted(set().union(*(s for _, s in parts)))), mode=self.mode,
+                     mode_reason=self.notice, undated=int((dates == 0).sum()))
 
     @property
     def article_ids(self) -> list[str]:
         """Every live article's id, in index order."""
-        return [i for seg in self.segments for i, live in zip(store.article_ids(seg.db), seg.live_article) if live]
+        return [a for part in self.shards.call("article_ids") for a in part]
 
     def article(self, article_id: str) -> Article | None:
-        for seg in reversed(self.segments):
-            found = store.read_article(seg.db, article_id)
-            if found is not None and seg.live_article[found[0]]:
-                return found[1]
-        return None
+        """The live article with this id, or None (the newest segment holding it wins)."""
+        return next((a for a in reversed(self.shards.call("article", article_id)) if a is not None), None)
 
     def article_with_text_key(self, key: str) -> str | None:
         """The id of the live article whose text has this text_key (qa.articles.text_key), if any."""
-        for seg in self.segments:
-            for row, aid in store.articles_by_text_key(seg.db, [key]):
-                if seg.live_article[row]:
-                    return aid
-        return None
+        return next((a for a in self.shards.call("article_with_text_key", key) if a is not None), None)
 
     def find_sentence(self, article_id: str, text: str) -> str | None:
         """The id of the sentence of article_id that reads exactly text, if the index holds one."""
-        for seg in reversed(self.segments):
-            row = store.sentence_row(seg.db, article_id, text)
-            if row is not None and seg.live_article[seg.sentence_article[row]]:
-                return f"{article_id}:{store.passages(seg.db, [row])[row][6]}"
-        return None
+        return next((s for s in reversed(self.shards.call("find_sentence", article_id, text)) if s is not None), None)
 
     # -- whole-index views, for benchmarks and evaluation ---------------------------------------
 
     def offsets(self) -> list[int]:
         """Each segment's first position: a sentence's position is its segment's offset plus its row
         (deleted rows keep their positions until a merge drops them)."""
-        return [0, *np.cumsum([seg.sentences for seg in self.segments]).tolist()][:len(self.segments)]
+        return [0, *np.cumsum(self.segment_sentences).tolist()][:len(self.segment_sentences)]
 
     def sentences(self) -> Iterator[tuple[int, str, str, int, int, str]]:
         """(position, sentence id, article id, start, end, text) of every live sentence, in index order."""
-        for off, seg in zip(self.offsets(), self.segments):
-            for row, aid, _, start, end, text in store.sentences(seg.db):
-                if seg.live_article[seg.sentence_article[row]]:
-                    yield off + row, f"{aid}:{row - seg.article_first[seg.sentence_article[row]]}", aid, start, end, text
+        offsets = self.offsets()
+        for j, part in enumerate(self.shards.call_each("sentences", [
+                ([o for o, owner in zip(offsets, self.owner) if owner == j],) for j in range(len(set(self.owner)))])):
+            yield from part
 
     def positions(self) -> int:
         """How many positions there are (live sentences and deleted ones)."""
@@ -243,19 +275,15 @@ class Retriever:
     def level_scores(self, terms: list[str]) -> dict[str, np.ndarray]:
         """Raw BM25 scores of terms at each keyword level, (positions,) float32 each (the article
         level spread to its sentences; deleted rows 0): what search fuses."""
-        kw = _Keyword(self, Counter(terms), None)
-        out = {}
-        for lv in KEYWORD_LEVELS:
-            parts = []
-            for i, seg in enumerate(self.segments):
-                a = kw.acc[i][lv][seg.sentence_article] if lv == "article" else kw.acc[i][lv]
-                parts.append(a if seg.live is None else np.where(seg.live, a, 0))
-            out[lv] = np.concatenate(parts).astype(np.float32)
-        return out
+        spec = _KeywordQuery.spec_for(self, Counter(terms), None)
+        parts = self.shards.call("level_scores", spec)
+        return {lv: np.concatenate([a for part in parts for a in part[lv]]) for lv in KEYWORD_LEVELS}
 
     def all_vectors(self) -> np.ndarray:
         """(positions, d) float32: every sentence's vector (a copy, decoded from the segments' indexes)."""
-        return np.concatenate([seg.vectors(np.arange(seg.sentences)) for seg in self.segments])
+        return np.concatenate(self.shards.call("vectors"))
+
+    # -- search ---------------------------------------------------------------------------------
 
     def search(self, question: str, k: int = 5, sources: list[str] | None = None,
                since: str | None = None, until: str | None = None) -> list[Hit]:
@@ -265,42 +293,33 @@ class Retriever:
         terms = tokenize(question)
         w = self.weights
         pool = max(50, 10 * k)
-        allowed = self._filter(sources, since, until)
-        keyword = _Keyword(self, Counter(terms), allowed)
-        covered = 1.0
-        if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
-            covered = self._coverage(keyword, terms)
-            extra = expand(terms, self.neighbours, QUESTION_FRAME) \
-                if self.neighbours is not None and w.expansion > 0 and covered < w.expand_below else []
-            if extra:  # the extra words count `expansion` of a question word at every level
-                weights = Counter(terms)
-                for t in extra:
-                    weights[t] += w.expansion
-                keyword = _Keyword(self, weights, allowed)
-        cand = keyword.top(pool, positive=self.encoder is None)  # (segment, row) pairs, best first
-        dense = None
-        if self.encoder is not None and question:
-            qv = self.encoder.encode_queries([question])
-            found = []
-            for i, seg in enumerate(self.segments):
-                if seg.faiss is not None:
-                    cos, rows = seg.dense_search(qv, pool, None if allowed is None
-                                                 else allowed[i][seg.sentence_article])
-                    found += [(float(c), i, int(r)) for c, r in zip(cos, rows)]
-            found.sort(key=lambda x: -x[0])
-            cand = sorted(set(cand) | {(i, r) for _, i, r in found[:pool]})
-            dense = np.zeros(len(cand), np.float32)
-            by_segment: dict[int, list[int]] = {}
-            for j, (i, r) in enumerate(cand):
-                by_segment.setdefault(i, []).append(j)
-            for i, js in by_segment.items():
-                rows = np.array([cand[j][1] for j in js], dtype=np.int64)
-                dense[js] = self.segments[i].vectors(rows) @ qv[0]
-            fused = keyword.scores(cand) + self._dense_weight(covered) * dense
-        else:
-            fused = keyword.scores(cand)
+        filt = _filter(sources, since, until)
+        keyword = _KeywordQuery(self, Counter(terms), filt)
+        try:
+            covered = 1.0
+            if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
+                covered = self._coverage(keyword, terms)
+                extra = expand(terms, self.neighbours, QUESTION_FRAME) \
+                    if self.neighbours is not None and w.expansion > 0 and covered < w.expand_below else []
+                if extra:  # the extra words count `expansion` of a question word at every level
+                    weights = Counter(terms)
+                    for t in extra:
+                        weights[t] += w.expansion
+                    keyword.close()
+                    keyword = _KeywordQuery(self, weights, filt)
+            cand, fused = keyword.top(pool, positive=self.encoder is None)  # (segment, row) pairs, best first
+            dense = None
+            if self.encoder is not None and question:
+                qv = self.encoder.encode_queries([question])
+                found = sorted((x for part in self.shards.call("dense", qv, pool, filt) for x in part),
+                               key=lambda x: -x[0])
+                cand = sorted(set(cand) | {(i, r) for _, i, r in found[:pool]})
+                fused, dense = keyword.scores(cand, qv)
+                fused = fused + self._dense_weight(covered) * dense
+        finally:
+            keyword.close()
         order = np.argsort(-fused, kind="stable")
-        ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order]
+        ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order.tolist()]
         hits = self._hits(ranked, terms, k)
         places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
         if places and len(hits) > k - places:
@@ -314,40 +333,38 @@ class Retriever:
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
         return hits
 
-    def _filter(self, sources, since, until) -> list[np.ndarray] | None:
-        """Per segment, a bool mask over its articles (None: no filter)."""
-        if not sources and not since and not until:
-            return None
-        lo, hi = _date_bound(since, low=True), _date_bound(until, low=False)
-        out = []
-        for seg in self.segments:
-            ok = np.ones(seg.articles, dtype=bool)
-            if sources:
-                codes = [c for c, name in enumerate(seg.sources) if name in set(sources)]
-                ok &= np.isin(seg.article_source, codes)
-            if lo or hi:
-                ok &= seg.article_date > 0
-                if lo:
-                    ok &= seg.article_date >= lo
-                if hi:
-                    ok &= seg.article_date <= hi
-            out.append(ok)
+    def _each_key(self, name: str, keys: list[tuple[int, int]], *args) -> list:
+        """name(keys of shard j, *args) on each shard holding some of keys."""
+        mine: list[list] = [[] for _ in range(max(self.owner, default=-1) + 1)]
+        for key in keys:
+            mine[self.owner[key[0]]].append(key)
+        return self.shards.call_each(name, [(m, *args) if m else None for m in mine])
+
+    def _rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, set[str]]]:
+        """(article row, stored tokens) of each key."""
+        out = {}
+        for part in self._each_key("rows", keys):
+            if part:
+                out.update({key: (art, set(toks)) for key, (art, toks) in part.items()})
         return out
 
     def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int) -> list[Hit]:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
-        fact, found on the stored tokens), then fetch what the k facts show in one query per segment."""
+        fact, found on the stored tokens), then fetch what the k facts show."""
         groups: list[list] = []  # per fact: (key, score, dense, tokens) of its sentences, the best first
         articles: list[set[tuple[int, int]]] = []  # per fact, its articles as (segment, article row)
         lookahead = LOOKAHEAD
-        for key, score, dense in ranked:
+        info: dict = {}
+        batch = 2 * k + LOOKAHEAD  # rows whose tokens are fetched at once
+        for n, (key, score, dense) in enumerate(ranked):
             if len(groups) == k:  # near-identical sentences rank side by side: a few more find the sources
                 lookahead -= 1
                 if lookahead < 0:
                     break
-            i, r = key
-            toks = self._tokens(i, r)
-            art = (i, int(self.segments[i].sentence_article[r]))
+            if key not in info:
+                info.update(self._rows([x for x, *_ in ranked[n:n + batch]]))
+            art_row, toks = info[key]
+            art = (key[0], art_row)
             for g, arts in zip(groups, articles):
                 if art not in arts and same_fact(toks, g[0][3]):
                     g.append((key, score, dense, toks))
@@ -357,31 +374,27 @@ class Retriever:
                 if len(groups) < k:
                     groups.append([(key, score, dense, toks)])
                     articles.append({art})
-        return self._make_hits(groups, terms)
+        return self._make_hits(groups, terms, info)
 
-    def _tokens(self, i: int, r: int) -> set[str]:
-        seg = self.segments[i]
-        return set(map(seg.terms.__getitem__, seg.tokens(r).tolist()))
-
-    def _make_hits(self, groups: list[list], terms: list[str]) -> list[Hit]:
-        """Hits for the grouped sentences: passages, neighbours and support, one query per segment."""
-        wanted: dict[int, set[int]] = {}
+    def _make_hits(self, groups: list[list], terms: list[str], info: dict) -> list[Hit]:
+        """Hits for the grouped sentences: passages, neighbours and support."""
+        wanted: set[tuple[int, int]] = set()
         for g in groups:
             (i, r), *_ = g[0]
-            wanted.setdefault(i, set()).update((r - 1, r + 1))
-            for (j, q), *_ in g:
-                wanted.setdefault(j, set()).add(q)
-        rows = {}
-        for i, want in wanted.items():
-            seg = self.segments[i]
-            rows.update({(i, r): row for r, row in store.passages(seg.db, [r for r in want if 0 <= r < seg.sentences]).items()})
+            wanted.update(((i, r - 1), (i, r + 1)))
+            wanted.update(key for key, *_ in g)
+        rows: dict = {}
+        for part in self._each_key("passages", sorted(wanted)):
+            rows.update(part or {})
         hits, weights = [], self._term_weights(terms)
         for g in groups:
             (i, r), score, dense, toks = g[0]
-            seg = self.segments[i]
-            art = seg.sentence_article[r]
+            art = rows[(i, r)][11]
             near = [(i, j) for j in (r - 1, r + 1) if (i, j) in rows and rows[(i, j)][11] == art]
-            window = toks.union(*(self._tokens(*key) for key in near))
+            missing = [key for key in near if key not in info]
+            if missing:
+                info.update(self._rows(missing))
+            window = toks.union(*(info[key][1] for key in near))
             support = _share(weights, window) if _share(weights, toks) else 0.0
             hits.append(Hit(passage=_passage(rows[(i, r)]), score=score, support=support, dense=dense,
                             before=tuple(rows[key][10] for key in near if key[1] < r),
@@ -389,17 +402,15 @@ class Retriever:
                             sources=tuple(_passage(rows[key]) for key, *_ in g)))
         return hits
 
-    def _coverage(self, keyword: "_Keyword", terms: list[str]) -> float:
+    def _coverage(self, keyword: "_KeywordQuery", terms: list[str]) -> float:
         """Support (0..1) of the best keyword match with its neighbours: how well the words alone did."""
-        best = keyword.top(1, positive=True)
+        best, _ = keyword.top(1, positive=True)
         if not best:
             return 0.0
         i, r = best[0]
-        seg = self.segments[i]
-        present: set[str] = set()
-        for j in (r - 1, r, r + 1):
-            if 0 <= j < seg.sentences and seg.sentence_article[j] == seg.sentence_article[r]:
-                present |= self._tokens(i, j)
+        info = self._rows([(i, r - 1), (i, r), (i, r + 1)])
+        art = info[(i, r)][0]
+        present = set().union(*(toks for a, toks in info.values() if a == art))
         return _share(self._term_weights(terms), present)
 
     def _dense_weight(self, covered: float) -> float:
@@ -410,13 +421,17 @@ class Retriever:
 
     def df(self, term: str, level: str = "sentence") -> int:
         """Documents of the level holding term, over every segment."""
-        key = (level, term)
-        if key not in self._df_cache:
+        return self.dfs([term], level)[0]
+
+    def dfs(self, terms: list[str], level: str) -> list[int]:
+        """df of each term (cached: a shard is asked only for terms not seen before)."""
+        new = [t for t in dict.fromkeys(terms) if (level, t) not in self._df_cache]
+        if new:
             if len(self._df_cache) > 100_000:
                 self._df_cache.clear()
-            self._df_cache[key] = sum(seg.levels[level].df(seg.vocab[term]) for seg in self.segments
-                                      if term in seg.vocab)
-        return self._df_cache[key]
+            for t, *parts in zip(new, *self.shards.call("df", new, level)):
+                self._df_cache[(level, t)] = sum(parts)
+        return [self._df_cache[(level, t)] for t in terms]
 
     def support(self, terms: list[str], text: str) -> float:
         """Share of the question terms' idf found in text (0..1): how much of the question it covers.
@@ -427,129 +442,75 @@ class Retriever:
 
     def _term_weights(self, terms: list[str]) -> dict[str, float]:
         """What each question term weighs in support: its idf; frame words only when nothing else is left."""
-        terms = [t for t in terms if t not in QUESTION_FRAME] or terms
+        terms = list(dict.fromkeys(t for t in terms if t not in QUESTION_FRAME)) or list(dict.fromkeys(terms))
         n = self.manifest.sentences
-        return {t: (math.log((n + 1) / (df + 0.5)) if (df := self.df(t)) else self.unknown_idf)
-                for t in set(terms)}
+        return {t: (math.log((n + 1) / (df + 0.5)) if df else self.unknown_idf)
+                for t, df in zip(terms, self.dfs(terms, "sentence"))}
 
 
-class _Keyword:
-    """One question's BM25 scores at the three levels over every segment: each level divided by its
-    best live value and weighted, then summed (the article level spread to its sentences).
+class _KeywordQuery:
+    """One question's BM25 scores at the three levels over every shard: each level divided by its
+    best live value and weighted, then summed (the article level spread to its sentences)."""
 
-    Work grows with the postings of the question's terms, not with the index: scores accumulate in
-    zeroed arrays whose untouched pages cost nothing, and candidates are the postings themselves."""
-
-    def __init__(self, r: Retriever, terms: Counter, allowed: list[np.ndarray] | None):
-        self.r, self.allowed = r, allowed  # allowed: per segment, a bool mask over its articles
-        w = r.weights
-        self.level_weight = dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article)))
-        idf_of = {lv: dict(zip(terms, idf([r.df(t, lv) for t in terms], r.docs[lv]).tolist())) for lv in KEYWORD_LEVELS}
-        self.acc: list[dict[str, np.ndarray]] = []
-        self.docs: list[np.ndarray] = []  # per segment: the live rows the terms' window postings hold (repeats kept)
-        self.arts: list[np.ndarray] = []  # per segment: the live articles holding a term (repeats kept)
-        self.lists = 0  # the most times a row can recur in docs (or an article in arts)
+    def __init__(self, r: Retriever, terms: Counter, filt):
+        self.r, self.qid = r, next(_QUESTION_IDS)
+        self.spec = self.spec_for(r, terms, filt)
+        level_weight = self.spec[2]
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
-        for seg in r.segments:
-            acc, found = {}, {}
-            for lv in KEYWORD_LEVELS:
-                p = seg.levels[lv]
-                a = np.zeros(p.docs, np.float32)
-                hit = []
-                if self.level_weight[lv] or lv == "window":
-                    for t, count in terms.items():
-                        tid = seg.vocab.get(t)
-                        if tid is not None:
-                            idx, tfc = p.of(tid)
-                            a[idx] += tfc * np.float32(count * idf_of[lv][t] / 255)
-                            hit.append(idx)
-                acc[lv] = a
-                found[lv] = _joined(hit)
-                self.lists = max(self.lists, len(hit))
-            if seg.live is not None:
-                found["sentence"] = found["sentence"][seg.live[found["sentence"]]]
-                found["window"] = found["window"][seg.live[found["window"]]]
-                found["article"] = found["article"][seg.live_article[found["article"]]]
-            for lv in KEYWORD_LEVELS:
-                if seg.live is None:
-                    top[lv] = max(top[lv], float(acc[lv].max()))
-                elif len(found[lv]):
-                    top[lv] = max(top[lv], float(acc[lv][found[lv]].max()))
-            self.acc.append(acc)
-            self.docs.append(found["window"])
-            self.arts.append(found["article"])
-        self.scale = {lv: (self.level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
+        for best in r.shards.call("start", self.qid, self.spec):
+            top = {lv: max(top[lv], best[lv]) for lv in KEYWORD_LEVELS}
+        self.scale = {lv: (level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
 
-    def _fused(self, i: int, rows: np.ndarray) -> np.ndarray:
-        acc, seg, s = self.acc[i], self.r.segments[i], self.scale
-        return (s["sentence"] * acc["sentence"][rows] + s["window"] * acc["window"][rows]
-                + s["article"] * acc["article"][seg.sentence_article[rows]]).astype(np.float32)
+    @staticmethod
+    def spec_for(r: Retriever, terms: Counter, filt):
+        w = r.weights
+        idf_of = {lv: dict(zip(terms, idf(r.dfs(list(terms), lv), r.docs[lv]).tolist())) for lv in KEYWORD_LEVELS}
+        return dict(terms), idf_of, dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article))), filt
 
-    def top(self, pool: int, positive: bool) -> list[tuple[int, int]]:
-        """The pool best (segment, row) pairs by keyword score, best first; positive: only those with
-        a score above 0 (else live, allowed sentences fill up the pool).
-
-        No pass over the whole index. A row scoring above 0 holds a term in its window (it is in
-        the window postings) or lies in an article holding one; of the latter only the sentences of
-        the pool best articles can make the pool (each of those articles has a sentence scoring at
-        least as much). A row recurs at most once per term, so the pool best distinct rows are
-        among the pool × (terms + 1) best entries of the postings taken together."""
+    def top(self, pool: int, positive: bool) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """The pool best (segment, row) pairs by keyword score and their scores, best first (ties: index order)."""
         keys, scores = [], []
-        for i, seg in enumerate(self.r.segments):
-            ok = None if self.allowed is None else self.allowed[i]
-            parts = [self.docs[i] if ok is None else self.docs[i][ok[seg.sentence_article[self.docs[i]]]]]
-            if self.scale["article"] > 0 and len(self.arts[i]):
-                art, arts = self.acc[i]["article"], self.arts[i]
-                arts = arts if ok is None else arts[ok[arts]]
-                arts = np.unique(_best(arts, art[arts], pool * self.lists))
-                arts = _best(arts, art[arts], pool)
-                # every sentence of the best articles: one of them may outscore the matching sentences
-                starts, counts = seg.article_first[arts], seg.article_length[arts]
-                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
-            if not positive:
-                filler = np.arange(min(seg.sentences, pool))
-                filler = filler if seg.live is None else filler[seg.live[filler]]
-                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
-            marked = np.zeros(seg.sentences, bool)
-            for part in parts:
-                marked[part] = True
-            rows = np.flatnonzero(marked)
-            s = self._fused(i, rows)
-            keep = _best(np.arange(len(rows)), s, pool)
-            rows, s = rows[keep], s[keep]
-            if positive:
-                rows, s = rows[s > 0], s[s > 0]
-            keys += [(i, r) for r in rows.tolist()]
-            scores.append(s)
+        for part_keys, part_scores in self.r.shards.call("top", self.qid, self.spec, self.scale, pool, positive):
+            keys += part_keys
+            scores.append(part_scores)
         if not keys:
-            return []
+            return [], np.zeros(0, np.float32)
         scores = np.concatenate(scores)
         order = np.lexsort((np.arange(len(keys)), -scores))[:pool]
-        return [keys[j] for j in order.tolist()]
+        return [keys[j] for j in order.tolist()], scores[order]
 
-    def scores(self, keys: list[tuple[int, int]]) -> np.ndarray:
-        out = np.zeros(len(keys), np.float32)
-        by_segment: dict[int, list[int]] = {}
-        for j, (i, _) in enumerate(keys):
-            by_segment.setdefault(i, []).append(j)
-        for i, js in by_segment.items():
-            out[js] = self._fused(i, np.array([keys[j][1] for j in js], dtype=np.int64))
-        return out
+    def scores(self, keys: list[tuple[int, int]], query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keyword scores of keys, and their cosines to query when one is given."""
+        kw = np.zeros(len(keys), np.float32)
+        dense = None if query is None else np.zeros(len(keys), np.float32)
+        at = {key: j for j, key in enumerate(keys)}
+        mine: list[list] = [[] for _ in range(max(self.r.owner, default=-1) + 1)]
+        for key in keys:
+            mine[self.r.owner[key[0]]].append(key)
+        for m, part in zip(mine, self.r.shards.call_each("score", [
+                (self.qid, self.spec, self.scale, m, query) if m else None for m in mine])):
+            if part is not None:
+                js = [at[key] for key in m]
+                kw[js] = part[0]
+                if dense is not None:
+                    dense[js] = part[1]
+        return kw, dense
+
+    def close(self) -> None:
+        self.r.shards.tell("finish", self.qid)
+
+
+def _filter(sources, since, until):
+    """A shard filter (qa.shard.Filter) for outlet names and ISO dates, or None."""
+    if not sources and not since and not until:
+        return None
+    return tuple(sources or ()), _date_bound(since, low=True), _date_bound(until, low=False)
 
 
 def _share(weights: dict[str, float], present: set[str]) -> float:
     """The share of the weights whose terms are present (0 without weights)."""
     total = sum(weights.values())
     return sum(v for t, v in weights.items() if t in present) / total if total else 0.0
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """The rows with the n highest scores (in no order)."""
-    return rows if len(rows) <= n else rows[np.argpartition(-scores, n)[:n]]
 
 
 def _passage(row: tuple) -> Passage:

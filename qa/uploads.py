@@ -31,6 +31,7 @@ MAX_NAME = 80
 STAGING = ".staging"  # inside the corpus folder: hidden, on the same file system, so moving out is a rename
 UPLOAD_WAIT = 120.0  # seconds an upload waits for another build of the index before giving up
 CHECK_EVERY = 1.0  # seconds between looks at the index's CURRENT for a generation published elsewhere
+RETIRE_AFTER = 60.0  # seconds a replaced generation's Ray actors keep answering the questions sent to them
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,14 @@ class LiveIndex:
         try:
             info = _model_info(gen)
             same_model = old.encoder is not None and info == self._model_info
-            r = Retriever.load(self.index_dir, encoder=old.encoder if same_model else None)
+            r = Retriever.load(self.index_dir, encoder=old.encoder if same_model else None, ray=old.ray,
+                               actors=old.actors)
         except (IndexUnusable, OSError, ValueError) as e:  # e.g. deleted under us by two quick builds
             log.warning("still serving %s: generation %s could not be loaded (%s)", self._generation, name, e)
             return
         self._retriever, self._generation, self._model_info = r, name, info
+        if old.ray:  # the old generation's actors, once the questions already sent to them are answered
+            threading.Timer(RETIRE_AFTER, old.close).start()
         log.info("now serving %s (%d articles)", name, r.stats().articles)
 
     def can_add(self) -> str:

@@ -150,15 +150,19 @@ def test_model_gets_places_when_the_words_fall_short(hybrid_index, tiny_model):
 
 
 def test_the_keyword_pool_is_the_best_of_every_sentence(keyword_index):
-    """_Keyword.top reads only the terms' postings and the best articles, yet its pool is exactly the
+    """The keyword pool reads only the terms' postings and the best articles, yet it is exactly the
     pool best of scoring every sentence of the index."""
     from collections import Counter
-    from qa.retrieve import _Keyword
+    from qa.retrieve import _KeywordQuery
     r = Retriever.load(keyword_index)
+    (shard,) = r.shards.shards
     for q in ("How many civilians were killed near the hospital in Ariha?", "cluster munitions school Idlib",
               "Which human rights group accuses Russia of war crimes?", "displaced people camps winter"):
-        kw = _Keyword(r, Counter(tokenize(q)), None)
-        every = np.concatenate([kw._fused(i, np.arange(seg.sentences)) for i, seg in enumerate(r.segments)])
-        pool = kw.top(5, positive=True)
+        kw = _KeywordQuery(r, Counter(tokenize(q)), None)
+        scores = shard._scores(kw.qid, kw.spec)
+        every = np.concatenate([scores.fused(n, kw.scale, np.arange(seg.sentences))
+                                for n, seg in enumerate(shard.segments)])
+        pool, pool_scores = kw.top(5, positive=True)
         assert len(pool) == 5
-        assert sorted(kw.scores(pool).tolist(), reverse=True) == sorted(every.tolist(), reverse=True)[:5]
+        assert pool_scores.tolist() == sorted(every.tolist(), reverse=True)[:5]
+        assert kw.scores(pool)[0].tolist() == pool_scores.tolist()

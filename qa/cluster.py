@@ -1,0 +1,73 @@
+"""Serving an index from Ray actors: its segments spread over actors, each holding a qa.shard.Shard
+of consecutive segments; a question fans out to all of them and qa.retrieve.Retriever merges the
+answers exactly as it merges one process's segments.
+
+An actor that dies is restarted by Ray (it reopens its segments from the index folder, which every
+node must see at the same path: shared storage) and the calls it had not answered are sent again,
+so questions keep being answered. Ray is imported through qa.distributed, only when used.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from qa import distributed
+from qa.shard import Shard
+
+log = logging.getLogger(__name__)
+
+# An actor that serves holds memory-mapped segments and waits on calls: it reserves no whole CPU,
+# so a 2-CPU machine serves an index of any number of segments.
+ACTOR_CPUS = 0.25
+
+
+class Remote:
+    """Shards in Ray actors: the same calls as qa.retrieve.Local, sent to every actor at once."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+        self.ray = distributed._ray()
+
+    def call(self, name: str, *args) -> list:
+        return self.ray.get([getattr(a, name).remote(*args) for a in self.actors])
+
+    def call_each(self, name: str, args: list[tuple | None]) -> list:
+        refs = [None if x is None else getattr(a, name).remote(*x) for a, x in zip(self.actors, args)]
+        got = iter(self.ray.get([r for r in refs if r is not None]))
+        return [None if r is None else next(got) for r in refs]
+
+    def tell(self, name: str, *args) -> None:
+        for a in self.actors:
+            getattr(a, name).remote(*args)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+
+def spread(sizes: list[int], actors: int) -> list[range]:
+    """Consecutive runs of segments, one per actor (at most one per segment), each near an equal
+    share of the sentences."""
+    actors = max(1, min(actors, len(sizes)))
+    total, cuts, done, at = sum(sizes), [0], 0, 0
+    for j in range(1, actors):
+        while at < len(sizes) - (actors - j) and (at < cuts[-1] + 1 or done + sizes[at] / 2 <= total * j / actors):
+            done += sizes[at]
+            at += 1
+        cuts.append(at)
+    return [range(a, b) for a, b in zip(cuts, [*cuts[1:], len(sizes)])]
+
+
+def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actors: int | None = None) -> Remote:
+    """Actors holding the generation's segments (manifest entries), on the cluster at where
+    (qa.distributed.connect); actors: how many (default: one per CPU of the cluster)."""
+    distributed.connect(where)
+    ray = distributed._ray()
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1)(Shard)
+    runs = spread([int(s["sentences"]) for s in segments], actors)
+    handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors) for run in runs]
+    ray.get([h.counts.remote() for h in handles])  # every actor has opened its segments
+    log.info("serving %d segments from %d Ray actors", len(segments), len(handles))
+    return Remote(handles)

@@ -1,0 +1,328 @@
+"""The search work over some of an index's segments: keyword scores and candidates, vectors, stored
+tokens and passages.
+
+One process holds every segment of the live generation in one Shard. A Ray deployment
+(qa.distributed) spreads consecutive segments over actors, each holding a Shard; the calls and
+their answers are the same plain values either way, and qa.retrieve.Retriever merges them, so a
+search gives the same hits in one process and through Ray.
+
+A segment is named by its position i in the manifest; a sentence by (i, row).
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from qa import store
+from qa.index import KEYWORD_LEVELS, Segment
+
+# How many questions' keyword scores a shard keeps between a search's calls (a search ends them
+# itself; the bound only matters when a caller stops midway).
+KEPT_QUERIES = 8
+
+# A question's keyword part, sent with every call that needs it so that a shard that lost it (a
+# restarted actor) can score it again: (term weights, idf per level and term, level weights, filter).
+KeywordSpec = tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float], "Filter | None"]
+# A filter: outlet names (empty: any) and YYYYMMDD bounds (0: open).
+Filter = tuple[tuple[str, ...], int, int]
+Key = tuple[int, int]
+
+
+class Shard:
+    """Segments first, first + 1, ... of one generation, opened read-only."""
+
+    def __init__(self, gen: str | Path, names: list[str], first: int = 0, load_vectors: bool = True):
+        self.first = first
+        self.segments = [Segment(Path(gen) / name, load_vectors) for name in names]
+        self._queries: OrderedDict[int, _Scores] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _seg(self, i: int) -> Segment:
+        return self.segments[i - self.first]
+
+    def _own(self) -> range:
+        return range(self.first, self.first + len(self.segments))
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+
+    # -- what the retriever keeps --------------------------------------------------------------
+
+    def counts(self) -> list[tuple[int, int]]:
+        """(sentences, articles) of each segment, deleted rows included."""
+        return [(seg.sentences, seg.articles) for seg in self.segments]
+
+    def facts(self) -> tuple[np.ndarray, set[str]]:
+        """The live articles' dates (YYYYMMDD, 0: none) and the outlets they name."""
+        dates = [seg.article_date[seg.live_article] for seg in self.segments]
+        sources = {seg.sources[c] for seg in self.segments for c in np.unique(seg.article_source[seg.live_article])}
+        return np.concatenate(dates or [np.zeros(0, np.int32)]), sources - {""}
+
+    def df(self, terms: list[str], level: str) -> list[int]:
+        """Documents of the level holding each term, over this shard's segments."""
+        return [sum(seg.levels[level].df(seg.vocab[t]) for seg in self.segments if t in seg.vocab) for t in terms]
+
+    def term_counts(self) -> dict[str, int]:
+        """Sentences holding each term (for query expansion's word list)."""
+        out: dict[str, int] = {}
+        for seg in self.segments:
+            for t, df in zip(seg.terms, np.diff(seg.levels["sentence"].indptr).tolist()):
+                out[t] = out.get(t, 0) + df
+        return out
+
+    # -- keyword scores ------------------------------------------------------------------------
+
+    def start(self, qid: int, spec: KeywordSpec) -> dict[str, float]:
+        """Score the question's terms at every level; the best live score per level."""
+        return self._scores(qid, spec).top
+
+    def top(self, qid: int, spec: KeywordSpec, scale: dict[str, float], pool: int,
+            positive: bool) -> tuple[list[Key], np.ndarray]:
+        """This shard's pool best sentences by fused keyword score (exact; see _Scores.top)."""
+        keys, scores = self._scores(qid, spec).best(scale, pool, positive)
+        return [(self.first + n, r) for n, r in keys], scores
+
+    def score(self, qid: int | None, spec: KeywordSpec | None, scale: dict[str, float] | None,
+              keys: list[Key], query: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Fused keyword scores (with a question id) and cosines to query (with a vector) of keys."""
+        kw = self._scores(qid, spec).fused_keys(scale, keys, self.first) if qid is not None else None
+        dense = None
+        if query is not None:
+            dense = np.zeros(len(keys), np.float32)
+            for i, js in _by_segment(keys).items():
+                dense[js] = self._seg(i).vectors(np.array([keys[j][1] for j in js], np.int64)) @ query[0]
+        return kw, dense
+
+    def finish(self, qid: int) -> None:
+        with self._lock:
+            self._queries.pop(qid, None)
+
+    def level_scores(self, spec: KeywordSpec) -> dict[str, list[np.ndarray]]:
+        """Raw scores at each level of every row (the article level spread to its sentences; deleted
+        rows 0), per segment: what search fuses. For benchmarks."""
+        s = _Scores(self.segments, spec)
+        out: dict[str, list[np.ndarray]] = {lv: [] for lv in KEYWORD_LEVELS}
+        for seg, acc in zip(self.segments, s.acc):
+            for lv in KEYWORD_LEVELS:
+                a = acc[lv][seg.sentence_article] if lv == "article" else acc[lv]
+                out[lv].append((a if seg.live is None else np.where(seg.live, a, 0)).astype(np.float32))
+        return out
+
+    def _scores(self, qid: int | None, spec: KeywordSpec | None) -> "_Scores":
+        with self._lock:
+            found = self._queries.get(qid)
+            if found is not None:
+                self._queries.move_to_end(qid)
+                return found
+        found = _Scores(self.segments, spec)
+        with self._lock:
+            self._queries[qid] = found
+            while len(self._queries) > KEPT_QUERIES:
+                self._queries.popitem(last=False)
+        return found
+
+    # -- vectors -------------------------------------------------------------------------------
+
+    def dense(self, query: np.ndarray, k: int, filt: Filter | None) -> list[tuple[float, int, int]]:
+        """(cosine, i, row) of each segment's k nearest live, allowed sentences."""
+        found = []
+        for i in self._own():
+            seg = self._seg(i)
+            if seg.faiss is not None:
+                ok = _allowed(seg, filt)
+                cos, rows = seg.dense_search(query, k, None if ok is None else ok[seg.sentence_article])
+                found += [(float(c), i, int(r)) for c, r in zip(cos.tolist(), rows.tolist())]
+        return found
+
+    def vectors(self) -> np.ndarray:
+        return np.concatenate([seg.vectors(np.arange(seg.sentences)) for seg in self.segments])
+
+    # -- rows and passages ---------------------------------------------------------------------
+
+    def rows(self, keys: list[Key]) -> dict[Key, tuple[int, list[str]]]:
+        """(article row, stored tokens) of each existing key."""
+        out = {}
+        for i, r in keys:
+            seg = self._seg(i)
+            if 0 <= r < seg.sentences:
+                out[(i, r)] = (int(seg.sentence_article[r]), list(map(seg.terms.__getitem__, seg.tokens(r).tolist())))
+        return out
+
+    def passages(self, keys: list[Key]) -> dict[Key, tuple]:
+        """qa.store.passages rows of each existing key, one query per segment."""
+        out = {}
+        for i, js in _by_segment(keys).items():
+            seg = self._seg(i)
+            rows = [keys[j][1] for j in js if 0 <= keys[j][1] < seg.sentences]
+            out.update({(i, r): row for r, row in store.passages(seg.db, rows).items()})
+        return out
+
+    # -- articles ------------------------------------------------------------------------------
+
+    def article(self, article_id: str):
+        """The live article with this id (qa.articles.Article), or None; the newest segment first."""
+        for seg in reversed(self.segments):
+            found = store.read_article(seg.db, article_id)
+            if found is not None and seg.live_article[found[0]]:
+                return found[1]
+        return None
+
+    def article_ids(self) -> list[str]:
+        return [a for seg in self.segments for a, live in zip(store.article_ids(seg.db), seg.live_article) if live]
+
+    def article_with_text_key(self, key: str) -> str | None:
+        for seg in self.segments:
+            for row, aid in store.articles_by_text_key(seg.db, [key]):
+                if seg.live_article[row]:
+                    return aid
+        return None
+
+    def find_sentence(self, article_id: str, text: str) -> str | None:
+        for seg in reversed(self.segments):
+            row = store.sentence_row(seg.db, article_id, text)
+            if row is not None and seg.live_article[seg.sentence_article[row]]:
+                return f"{article_id}:{store.passages(seg.db, [row])[row][6]}"
+        return None
+
+    def sentences(self, offsets: list[int]):
+        """(position, sentence id, article id, start, end, text) of every live sentence (offsets:
+        each own segment's first position)."""
+        for off, seg in zip(offsets, self.segments):
+            for row, aid, _, start, end, text in store.sentences(seg.db):
+                art = seg.sentence_article[row]
+                if seg.live_article[art]:
+                    yield off + row, f"{aid}:{row - seg.article_first[art]}", aid, start, end, text
+
+
+class _Scores:
+    """One question's BM25 scores at the three levels over some segments, accumulated in zeroed
+    arrays from the question terms' postings: work grows with those postings, not the index."""
+
+    def __init__(self, segments: list[Segment], spec: KeywordSpec):
+        terms, idf_of, level_weight, filt = spec
+        self.segments = segments
+        self.acc: list[dict[str, np.ndarray]] = []
+        self.docs: list[np.ndarray] = []  # per segment: live, allowed rows of the terms' window postings (repeats kept)
+        self.arts: list[np.ndarray] = []  # per segment: live, allowed articles holding a term (repeats kept)
+        self.allowed: list[np.ndarray | None] = []
+        self.lists = 0  # the most times a row can recur in docs (or an article in arts)
+        self.top = dict.fromkeys(KEYWORD_LEVELS, 0.0)  # the best live score per level (filters aside)
+        for seg in segments:
+            acc, found = {}, {}
+            for lv in KEYWORD_LEVELS:
+                p = seg.levels[lv]
+                a = np.zeros(p.docs, np.float32)
+                hit = []
+                if level_weight[lv] or lv == "window":
+                    for t, count in terms.items():
+                        tid = seg.vocab.get(t)
+                        if tid is not None:
+                            idx, tfc = p.of(tid)
+                            a[idx] += tfc * np.float32(count * idf_of[lv][t] / 255)
+                            hit.append(idx)
+                acc[lv] = a
+                found[lv] = _joined(hit)
+                self.lists = max(self.lists, len(hit))
+            if seg.live is not None:
+                found = {"sentence": found["sentence"][seg.live[found["sentence"]]],
+                         "window": found["window"][seg.live[found["window"]]],
+                         "article": found["article"][seg.live_article[found["article"]]]}
+            for lv in KEYWORD_LEVELS:
+                if seg.live is None:
+                    self.top[lv] = max(self.top[lv], float(acc[lv].max(initial=0.0)))
+                elif len(found[lv]):
+                    self.top[lv] = max(self.top[lv], float(acc[lv][found[lv]].max()))
+            ok = _allowed(seg, filt)
+            self.allowed.append(ok)
+            docs, arts = found["window"], found["article"]
+            self.acc.append(acc)
+            self.docs.append(docs if ok is None else docs[ok[seg.sentence_article[docs]]])
+            self.arts.append(arts if ok is None else arts[ok[arts]])
+
+    def fused(self, n: int, scale: dict[str, float], rows: np.ndarray) -> np.ndarray:
+        """Fused scores of rows of the n-th segment: each level divided by its best and weighted (scale)."""
+        acc, seg = self.acc[n], self.segments[n]
+        return (scale["sentence"] * acc["sentence"][rows] + scale["window"] * acc["window"][rows]
+                + scale["article"] * acc["article"][seg.sentence_article[rows]]).astype(np.float32)
+
+    def fused_keys(self, scale: dict[str, float], keys: list[Key], first: int) -> np.ndarray:
+        """Fused scores of (i, row) keys whose segments are numbered from first."""
+        out = np.zeros(len(keys), np.float32)
+        for i, js in _by_segment(keys).items():
+            out[js] = self.fused(i - first, scale, np.array([keys[j][1] for j in js], np.int64))
+        return out
+
+    def best(self, scale: dict[str, float], pool: int, positive: bool) -> tuple[list[Key], np.ndarray]:
+        """The pool best (n, row) pairs per segment n by fused score (positive: only those above 0;
+        else live, allowed sentences fill up the pool).
+
+        No pass over the whole index. A row scoring above 0 holds a term in its window (it is in
+        the window postings) or lies in an article holding one; of the latter only the sentences of
+        the pool best articles can make the pool (each of those articles has a sentence scoring at
+        least as much). A row recurs at most once per term, so the pool best distinct rows are
+        among the marked rows of the postings and those articles."""
+        keys: list[Key] = []
+        scores = []
+        for n, seg in enumerate(self.segments):
+            ok = self.allowed[n]
+            parts = [self.docs[n]]
+            if scale["article"] > 0 and len(self.arts[n]):
+                art, arts = self.acc[n]["article"], self.arts[n]
+                arts = np.unique(_best(arts, art[arts], pool * self.lists))
+                arts = _best(arts, art[arts], pool)
+                # every sentence of the best articles: one of them may outscore the matching sentences
+                starts, counts = seg.article_first[arts], seg.article_length[arts]
+                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
+            if not positive:
+                filler = np.arange(min(seg.sentences, pool))
+                filler = filler if seg.live is None else filler[seg.live[filler]]
+                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
+            marked = np.zeros(seg.sentences, bool)
+            for part in parts:
+                marked[part] = True
+            rows = np.flatnonzero(marked)
+            s = self.fused(n, scale, rows)
+            keep = _best(np.arange(len(rows)), s, pool)
+            rows, s = rows[keep], s[keep]
+            if positive:
+                rows, s = rows[s > 0], s[s > 0]
+            keys += [(n, r) for r in rows.tolist()]
+            scores.append(s)
+        return keys, (np.concatenate(scores) if scores else np.zeros(0, np.float32))
+
+
+def _allowed(seg: Segment, filt: Filter | None) -> np.ndarray | None:
+    """A bool mask over the segment's articles (None: no filter)."""
+    if filt is None:
+        return None
+    sources, lo, hi = filt
+    ok = np.ones(seg.articles, dtype=bool)
+    if sources:
+        ok &= np.isin(seg.article_source, [c for c, name in enumerate(seg.sources) if name in set(sources)])
+    if lo or hi:
+        ok &= seg.article_date > 0
+        if lo:
+            ok &= seg.article_date >= lo
+        if hi:
+            ok &= seg.article_date <= hi
+    return ok
+
+
+def _by_segment(keys: list[Key]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for j, (i, _) in enumerate(keys):
+        out.setdefault(i, []).append(j)
+    return out
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """The rows with the n highest scores (in no order)."""
+    return rows if len(rows) <= n else rows[np.argpartition(-scores, n)[:n]]

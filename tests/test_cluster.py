@@ -1,0 +1,146 @@
+"""Serving on Ray (qa.cluster): the segments of an index searched by Ray actors give the same hits
+as one process, and questions keep being answered when an actor dies.
+
+A local Ray cluster of 2 CPUs is started once for the module. Where Ray is not installed or cannot
+start, the tests are skipped with the reason; QA_REQUIRE_RAY=1 (CI) makes that a failure.
+The index: the default corpus and 300 BBC News articles from ../shared/data when present (else
+articles recombined from the default corpus's sentences), in several segments, one article deleted.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import os
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS, SHARED_DATA
+from qa import index as index_mod
+from qa.index import build_index, read_manifest
+from qa.retrieve import Retriever
+from qa.sentences import load_splitter
+
+QUESTIONS = 200
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    try:
+        import ray
+
+        from qa import distributed
+        distributed.connect("local", num_cpus=2)
+    except Exception as e:  # ImportError: no extra; RayUnavailable: it cannot start here
+        if os.environ.get("QA_REQUIRE_RAY") == "1":
+            raise
+        pytest.skip(f"Ray cannot run here ({type(e).__name__}: {e}); install it with "
+                    ".venv/bin/pip install -c constraints.txt -e '.[ray]'")
+    yield ray
+    distributed.disconnect()
+
+
+def _news(n: int) -> list[dict]:
+    bbc = SHARED_DATA / "news" / "bbc-news.csv.gz"
+    if bbc.exists():
+        with gzip.open(bbc, "rt", encoding="utf-8", newline="") as f:
+            rows = list(itertools.islice(csv.DictReader(f), n))
+        return [{"id": r["id"], "title": r["title"], "source": ["BBC", "Wire"][i % 2], "text": r["text"],
+                 "published": f"20{10 + i % 10}-0{1 + i % 9}-1{i % 10}"} for i, r in enumerate(rows)]
+    splitter, rng = load_splitter(), random.Random(0)
+    pool = [s.text for p in sorted(CORPUS.glob("*.txt")) for s in splitter.split("x", p.read_text(encoding="utf-8"))]
+    return [{"id": f"mix/{i}", "title": f"Mix {i}", "source": ["Mix", "Wire"][i % 2],
+             "published": f"20{10 + i % 10}-0{1 + i % 9}-1{i % 10}",
+             "text": "\n\n".join(" ".join(rng.sample(pool, 3)) for _ in range(rng.randint(2, 6)))} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory) -> Path:
+    """A keyword-only index in several segments (a small flush size), one article deleted later."""
+    root = tmp_path_factory.mktemp("serve")
+    corpus, out = root / "corpus", root / "index"
+    shutil.copytree(CORPUS, corpus)
+    news = _news(300)
+    for part, rows in (("a", news[:150]), ("b", news[150:])):
+        (corpus / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(index_mod, "FLUSH_SENTENCES", 1_500)
+        build_index(corpus, out, load_splitter(), None, mode_reason="keyword-only: test", progress=False)
+        lines = (corpus / "b.jsonl").read_text(encoding="utf-8").splitlines()
+        (corpus / "b.jsonl").write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")  # an article removed
+        build_index(corpus, out, load_splitter(), None, mode_reason="keyword-only: test", progress=False)
+    manifest = read_manifest(out)
+    assert len(manifest.segments) >= 3 and any(s["deleted"] for s in manifest.segments)
+    return out
+
+
+def _questions(r: Retriever, n: int) -> list[str]:
+    """Questions made of words of the index's sentences (every 7th sentence's first words and a few
+    of its later ones), so that hits come from every segment."""
+    texts = [t for *_, t in r.sentences()]
+    out = []
+    for t in texts[::max(1, len(texts) // n)][:n]:
+        words = t.split()
+        out.append(" ".join(words[:4] + words[-3:]))
+    return out
+
+
+def _hits(hits) -> list[tuple]:
+    return [(h.passage, h.score, h.support, h.dense, h.before, h.after, h.sources) for h in hits]
+
+
+def test_ray_actors_give_the_same_hits_as_one_process(ray_cluster, index):
+    local = Retriever.load(index)
+    remote = Retriever.load(index, ray="local", actors=2)
+    try:
+        assert len(remote.shards.actors) == 2
+        questions = _questions(local, QUESTIONS)
+        assert len(questions) == QUESTIONS
+        for q in questions:
+            assert _hits(remote.search(q, k=10)) == _hits(local.search(q, k=10)), q
+        for q in questions[:40]:
+            for filters in ({"since": "2013-01-01", "until": "2016-12-31"}, {"sources": ["Wire"]}):
+                assert _hits(remote.search(q, k=5, **filters)) == _hits(local.search(q, k=5, **filters)), (q, filters)
+        assert remote.stats() == local.stats()
+        assert remote.article_ids == local.article_ids
+        aid = local.article_ids[-1]
+        assert remote.article(aid) == local.article(aid) is not None
+        assert remote.search("") == local.search("") and remote.search("zzzz qqqq") == []
+    finally:
+        remote.close()
+
+
+def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index):
+    """Ray restarts a killed actor and sends it again what it had not answered: no question fails."""
+    local = Retriever.load(index)
+    remote = Retriever.load(index, ray="local", actors=2)
+    questions = _questions(local, 200)
+    expected = [_hits(local.search(q, k=10)) for q in questions]
+    answers, errors = [], []
+
+    def ask():
+        for q in questions:
+            try:
+                answers.append(_hits(remote.search(q, k=10)))
+            except Exception as e:  # a failed question: what the test counts
+                errors.append(e)
+
+    asking = threading.Thread(target=ask)
+    try:
+        asking.start()
+        while len(answers) < 20 and asking.is_alive():
+            threading.Event().wait(0.01)
+        ray_cluster.kill(remote.shards.actors[0], no_restart=False)
+        killed_at = len(answers)
+        asking.join(timeout=600)
+        assert not asking.is_alive()
+        assert killed_at < len(questions)  # the actor died while questions were being asked
+        assert errors == []
+        assert answers == expected
+    finally:
+        remote.close()
