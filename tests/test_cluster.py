@@ -144,3 +144,20 @@ def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index):
         assert answers == expected
     finally:
         remote.close()
+
+
+def test_hybrid_search_through_ray_is_the_same(ray_cluster, hybrid_index):
+    """With a model: the question's vector is searched in each actor's FAISS indexes, and the
+    candidates' cosines come from the actors' vectors."""
+    local = Retriever.load(hybrid_index)
+    remote = Retriever.load(hybrid_index, ray="local", encoder=local.encoder)
+    try:
+        assert remote.mode == local.mode and remote.encoder is not None
+        questions = [" ".join(t.split()[:6]) for *_, t in local.sentences()] + [
+            "How many civilians were killed near the hospital in Ariha?", "Which country won the World Cup?"]
+        for q in questions:
+            got = remote.search(q, k=5)
+            assert _hits(got) == _hits(local.search(q, k=5)), q
+            assert all(h.dense is not None for h in got)
+    finally:
+        remote.close()
