@@ -24,6 +24,8 @@ ACTOR_CPUS = 0.25
 class Remote:
     """Shards in Ray actors: the same calls as qa.retrieve.Local, sent to every actor at once."""
 
+    remote = True  # a call is a round trip: shards send the rows a search will need with their answers
+
     def __init__(self, actors: list):
         self.actors = actors
         self.ray = distributed._ray()

@@ -115,6 +115,8 @@ class Stats:
 class Local:
     """Shards in this process: a call is a method call."""
 
+    remote = False  # a call costs no round trip: ask only for what is needed, when it is needed
+
     def __init__(self, shards: list[Shard]):
         self.shards = shards
 
@@ -163,6 +165,15 @@ class Retriever:
         self.segment_sentences = [s for s, _ in counts]
         self.unknown_idf = math.log((manifest.sentences + 1) / 0.5)
         self._df_cache: dict[tuple[str, str], int] = {}
+        # Through Ray, every term's df is kept here (one round trip less per question); in one
+        # process it is summed over the segments when a question first needs it.
+        self._df_table: dict[str, list[int]] | None = None
+        if self.shards.remote:
+            self._df_table = {}
+            for part in self.shards.call("df_table"):
+                for t, counts in part.items():
+                    have = self._df_table.get(t)
+                    self._df_table[t] = counts if have is None else [a + b for a, b in zip(have, counts)]
         self.neighbours = None
         if encoder is not None and weights.expansion > 0:
             sentences_with: dict[str, int] = {}
@@ -320,41 +331,43 @@ class Retriever:
             keyword.close()
         order = np.argsort(-fused, kind="stable")
         ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order.tolist()]
-        hits = self._hits(ranked, terms, k)
+        info = _as_info(keyword.rows)
+        hits = self._hits(ranked, terms, k, info)
         places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
         if places and len(hits) > k - places:
             head = hits[:k - places]
             seen = {p.sentence_id for h in head for p in h.sources}
             # the model's best that the head does not hold are among its best len(seen) + places
             by_dense = sorted(ranked, key=lambda r: -r[2])[:len(seen) + places]
-            extra = [h for h in self._hits(by_dense, terms, len(seen) + places)
+            extra = [h for h in self._hits(by_dense, terms, len(seen) + places, info)
                      if not {p.sentence_id for p in h.sources} & seen][:places]
             taken = seen | {p.sentence_id for h in extra for p in h.sources}
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
         return hits
 
-    def _each_key(self, name: str, keys: list[tuple[int, int]], *args) -> list:
-        """name(keys of shard j, *args) on each shard holding some of keys."""
+    def _each_key(self, name: str, keys: list[tuple[int, int]], per_shard: list | None = None) -> list:
+        """name(keys of shard j[, per_shard[j]]) on each shard holding some of keys."""
         mine: list[list] = [[] for _ in range(max(self.owner, default=-1) + 1)]
         for key in keys:
             mine[self.owner[key[0]]].append(key)
-        return self.shards.call_each(name, [(m, *args) if m else None for m in mine])
+        return self.shards.call_each(name, [None if not m else (m,) if per_shard is None else (m, per_shard[j])
+                                            for j, m in enumerate(mine)])
 
     def _rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, set[str]]]:
         """(article row, stored tokens) of each key."""
         out = {}
         for part in self._each_key("rows", keys):
-            if part:
-                out.update({key: (art, set(toks)) for key, (art, toks) in part.items()})
+            out.update(_as_info(part or {}))
         return out
 
-    def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int) -> list[Hit]:
+    def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int,
+              info: dict) -> list[Hit]:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
-        fact, found on the stored tokens), then fetch what the k facts show."""
+        fact, found on the stored tokens), then fetch what the k facts show. info: (article row,
+        tokens) of sentences already known (the shards send those of their candidates)."""
         groups: list[list] = []  # per fact: (key, score, dense, tokens) of its sentences, the best first
         articles: list[set[tuple[int, int]]] = []  # per fact, its articles as (segment, article row)
         lookahead = LOOKAHEAD
-        info: dict = {}
         batch = 2 * k + LOOKAHEAD  # rows whose tokens are fetched at once
         for n, (key, score, dense) in enumerate(ranked):
             if len(groups) == k:  # near-identical sentences rank side by side: a few more find the sources
@@ -384,8 +397,15 @@ class Retriever:
             wanted.update(((i, r - 1), (i, r + 1)))
             wanted.update(key for key, *_ in g)
         rows: dict = {}
-        for part in self._each_key("passages", sorted(wanted)):
-            rows.update(part or {})
+        unknown = sorted(key for g in groups for key in ((g[0][0][0], g[0][0][1] - 1), (g[0][0][0], g[0][0][1] + 1))
+                         if key not in info)
+        mine = [[] for _ in range(max(self.owner, default=-1) + 1)]
+        for key in unknown:
+            mine[self.owner[key[0]]].append(key)
+        for part in self._each_key("passages", sorted(wanted), mine):
+            if part:
+                rows.update(part[0])
+                info.update(_as_info(part[1]))
         hits, weights = [], self._term_weights(terms)
         for g in groups:
             (i, r), score, dense, toks = g[0]
@@ -424,13 +444,19 @@ class Retriever:
         return self.dfs([term], level)[0]
 
     def dfs(self, terms: list[str], level: str) -> list[int]:
-        """df of each term (cached: a shard is asked only for terms not seen before)."""
+        """df of each term (cached: the shards are asked, for every level at once, only about terms
+        not seen before)."""
+        if self._df_table is not None:
+            at = KEYWORD_LEVELS.index(level)
+            return [self._df_table[t][at] if t in self._df_table else 0 for t in terms]
         new = [t for t in dict.fromkeys(terms) if (level, t) not in self._df_cache]
         if new:
             if len(self._df_cache) > 100_000:
                 self._df_cache.clear()
-            for t, *parts in zip(new, *self.shards.call("df", new, level)):
-                self._df_cache[(level, t)] = sum(parts)
+            parts = self.shards.call("df", new)
+            for lv in KEYWORD_LEVELS:
+                for t, *counts in zip(new, *(part[lv] for part in parts)):
+                    self._df_cache[(lv, t)] = sum(counts)
         return [self._df_cache[(level, t)] for t in terms]
 
     def support(self, terms: list[str], text: str) -> float:
@@ -454,6 +480,7 @@ class _KeywordQuery:
 
     def __init__(self, r: Retriever, terms: Counter, filt):
         self.r, self.qid = r, next(_QUESTION_IDS)
+        self.rows: dict = {}  # (article row, tokens) of the sentences the shards named
         self.spec = self.spec_for(r, terms, filt)
         level_weight = self.spec[2]
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
@@ -468,11 +495,15 @@ class _KeywordQuery:
         return dict(terms), idf_of, dict(zip(KEYWORD_LEVELS, (w.sentence, w.window, w.article))), filt
 
     def top(self, pool: int, positive: bool) -> tuple[list[tuple[int, int]], np.ndarray]:
-        """The pool best (segment, row) pairs by keyword score and their scores, best first (ties: index order)."""
+        """The pool best (segment, row) pairs by keyword score and their scores, best first (ties:
+        index order). Their rows (article row, tokens) are kept in .rows."""
         keys, scores = [], []
-        for part_keys, part_scores in self.r.shards.call("top", self.qid, self.spec, self.scale, pool, positive):
+        rows_for = 2 * pool if self.r.shards.remote else 0
+        for part_keys, part_scores, rows in self.r.shards.call("top", self.qid, self.spec, self.scale, pool, positive,
+                                                               rows_for):
             keys += part_keys
             scores.append(part_scores)
+            self.rows.update(rows)
         if not keys:
             return [], np.zeros(0, np.float32)
         scores = np.concatenate(scores)
@@ -488,16 +519,22 @@ class _KeywordQuery:
         for key in keys:
             mine[self.r.owner[key[0]]].append(key)
         for m, part in zip(mine, self.r.shards.call_each("score", [
-                (self.qid, self.spec, self.scale, m, query) if m else None for m in mine])):
+                (self.qid, self.spec, self.scale, m, query, self.r.shards.remote) if m else None for m in mine])):
             if part is not None:
                 js = [at[key] for key in m]
                 kw[js] = part[0]
                 if dense is not None:
                     dense[js] = part[1]
+                self.rows.update(part[2])
         return kw, dense
 
     def close(self) -> None:
         self.r.shards.tell("finish", self.qid)
+
+
+def _as_info(rows: dict) -> dict:
+    """Shard rows (article row, token list) as (article row, token set)."""
+    return {key: (art, set(toks)) for key, (art, toks) in rows.items()}
 
 
 def _filter(sources, since, until):

@@ -62,9 +62,20 @@ class Shard:
         sources = {seg.sources[c] for seg in self.segments for c in np.unique(seg.article_source[seg.live_article])}
         return np.concatenate(dates or [np.zeros(0, np.int32)]), sources - {""}
 
-    def df(self, terms: list[str], level: str) -> list[int]:
-        """Documents of the level holding each term, over this shard's segments."""
-        return [sum(seg.levels[level].df(seg.vocab[t]) for seg in self.segments if t in seg.vocab) for t in terms]
+    def df(self, terms: list[str]) -> dict[str, list[int]]:
+        """Per level, the documents holding each term, over this shard's segments."""
+        return {lv: [sum(seg.levels[lv].df(seg.vocab[t]) for seg in self.segments if t in seg.vocab) for t in terms]
+                for lv in KEYWORD_LEVELS}
+
+    def df_table(self) -> dict[str, list[int]]:
+        """Every term's df at each level (KEYWORD_LEVELS order), over this shard's segments."""
+        out: dict[str, list[int]] = {}
+        for seg in self.segments:
+            counts = zip(*(np.diff(seg.levels[lv].indptr).tolist() for lv in KEYWORD_LEVELS))
+            for t, c in zip(seg.terms, counts):
+                have = out.get(t)
+                out[t] = list(c) if have is None else [a + b for a, b in zip(have, c)]
+        return out
 
     def term_counts(self) -> dict[str, int]:
         """Sentences holding each term (for query expansion's word list)."""
@@ -80,22 +91,27 @@ class Shard:
         """Score the question's terms at every level; the best live score per level."""
         return self._scores(qid, spec).top
 
-    def top(self, qid: int, spec: KeywordSpec, scale: dict[str, float], pool: int,
-            positive: bool) -> tuple[list[Key], np.ndarray]:
-        """This shard's pool best sentences by fused keyword score (exact; see _Scores.top)."""
+    def top(self, qid: int, spec: KeywordSpec, scale: dict[str, float], pool: int, positive: bool,
+            rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]]]:
+        """This shard's pool best sentences by fused keyword score (exact; see _Scores.best), and the
+        rows (as rows() gives them) of its rows_for best: through Ray, the retriever groups them
+        without asking again."""
         keys, scores = self._scores(qid, spec).best(scale, pool, positive)
-        return [(self.first + n, r) for n, r in keys], scores
+        keys = [(self.first + n, r) for n, r in keys]
+        return keys, scores, self.rows([keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()])
 
     def score(self, qid: int | None, spec: KeywordSpec | None, scale: dict[str, float] | None,
-              keys: list[Key], query: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Fused keyword scores (with a question id) and cosines to query (with a vector) of keys."""
+              keys: list[Key], query: np.ndarray | None = None,
+              with_rows: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+        """Fused keyword scores (with a question id) and cosines to query (with a vector) of keys,
+        and (with_rows) their rows."""
         kw = self._scores(qid, spec).fused_keys(scale, keys, self.first) if qid is not None else None
         dense = None
         if query is not None:
             dense = np.zeros(len(keys), np.float32)
             for i, js in _by_segment(keys).items():
                 dense[js] = self._seg(i).vectors(np.array([keys[j][1] for j in js], np.int64)) @ query[0]
-        return kw, dense
+        return kw, dense, self.rows(keys) if with_rows else {}
 
     def finish(self, qid: int) -> None:
         with self._lock:
@@ -152,14 +168,14 @@ class Shard:
                 out[(i, r)] = (int(seg.sentence_article[r]), list(map(seg.terms.__getitem__, seg.tokens(r).tolist())))
         return out
 
-    def passages(self, keys: list[Key]) -> dict[Key, tuple]:
-        """qa.store.passages rows of each existing key, one query per segment."""
+    def passages(self, keys: list[Key], rows_of: list[Key] = ()) -> tuple[dict[Key, tuple], dict[Key, tuple[int, list[str]]]]:
+        """qa.store.passages rows of each existing key (one query per segment), and rows(rows_of)."""
         out = {}
         for i, js in _by_segment(keys).items():
             seg = self._seg(i)
             rows = [keys[j][1] for j in js if 0 <= keys[j][1] < seg.sentences]
             out.update({(i, r): row for r, row in store.passages(seg.db, rows).items()})
-        return out
+        return out, self.rows(rows_of)
 
     # -- articles ------------------------------------------------------------------------------
 
