@@ -38,10 +38,6 @@ class Remote:
         got = iter(self.ray.get([r for r in refs if r is not None]))
         return [None if r is None else next(got) for r in refs]
 
-    def tell(self, name: str, *args) -> None:
-        for a in self.actors:
-            getattr(a, name).remote(*args)
-
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)

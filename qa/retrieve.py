@@ -128,10 +128,6 @@ class Local:
         """name(*args[j]) on shard j; None for a shard given None."""
         return [None if a is None else getattr(s, name)(*a) for s, a in zip(self.shards, args)]
 
-    def tell(self, name: str, *args) -> None:
-        """name(*args) on every shard, without waiting for an answer."""
-        self.call(name, *args)
-
     def close(self) -> None:
         for s in self.shards:
             s.close()
@@ -529,7 +525,8 @@ class _KeywordQuery:
         return kw, dense
 
     def close(self) -> None:
-        self.r.shards.tell("finish", self.qid)
+        if not self.r.shards.remote:  # an actor keeps its last few questions' scores (qa.shard.KEPT_QUERIES): no call
+            self.r.shards.call("finish", self.qid)
 
 
 def _as_info(rows: dict) -> dict:
