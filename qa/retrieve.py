@@ -16,7 +16,7 @@ from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation
-from qa.shard import Shard
+from qa.shard import QuestionLost, Shard
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -296,12 +296,19 @@ class Retriever:
                since: str | None = None, until: str | None = None) -> list[Hit]:
         """The k best hits for question, best first; near-identical sentences of different
         articles are merged into one hit. Filters: outlet names, ISO dates (inclusive)."""
+        filt = _filter(sources, since, until)
+        try:
+            return self._search(question, k, filt)
+        except QuestionLost:  # a restarted actor, or a burst of questions: once more, from the start
+            return self._search(question, k, filt)
+
+    def _search(self, question: str, k: int, filt) -> list[Hit]:
         question = question.strip()[:MAX_QUESTION_CHARS]
         terms = tokenize(question)
         w = self.weights
         pool = max(50, 10 * k)
-        filt = _filter(sources, since, until)
-        keyword = _KeywordQuery(self, Counter(terms), filt)
+        rows_for = 2 * k + LOOKAHEAD  # through Ray, the rows that grouping usually reads come with the candidates
+        keyword = _KeywordQuery(self, Counter(terms), filt, rows_for)
         try:
             covered = 1.0
             if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
@@ -313,7 +320,7 @@ class Retriever:
                     for t in extra:
                         weights[t] += w.expansion
                     keyword.close()
-                    keyword = _KeywordQuery(self, weights, filt)
+                    keyword = _KeywordQuery(self, weights, filt, rows_for)
             cand, fused = keyword.top(pool, positive=self.encoder is None)  # (segment, row) pairs, best first
             dense = None
             if self.encoder is not None and question:
@@ -474,8 +481,8 @@ class _KeywordQuery:
     """One question's BM25 scores at the three levels over every shard: each level divided by its
     best live value and weighted, then summed (the article level spread to its sentences)."""
 
-    def __init__(self, r: Retriever, terms: Counter, filt):
-        self.r, self.qid = r, next(_QUESTION_IDS)
+    def __init__(self, r: Retriever, terms: Counter, filt, rows_for: int = 0):
+        self.r, self.qid, self.rows_for = r, next(_QUESTION_IDS), rows_for
         self.rows: dict = {}  # (article row, tokens) of the sentences the shards named
         self.spec = self.spec_for(r, terms, filt)
         level_weight = self.spec[2]
@@ -494,9 +501,8 @@ class _KeywordQuery:
         """The pool best (segment, row) pairs by keyword score and their scores, best first (ties:
         index order). Their rows (article row, tokens) are kept in .rows."""
         keys, scores = [], []
-        rows_for = 2 * pool if self.r.shards.remote else 0
-        for part_keys, part_scores, rows in self.r.shards.call("top", self.qid, self.spec, self.scale, pool, positive,
-                                                               rows_for):
+        rows_for = self.rows_for if self.r.shards.remote else 0
+        for part_keys, part_scores, rows in self.r.shards.call("top", self.qid, self.scale, pool, positive, rows_for):
             keys += part_keys
             scores.append(part_scores)
             self.rows.update(rows)
@@ -515,7 +521,7 @@ class _KeywordQuery:
         for key in keys:
             mine[self.r.owner[key[0]]].append(key)
         for m, part in zip(mine, self.r.shards.call_each("score", [
-                (self.qid, self.spec, self.scale, m, query, self.r.shards.remote) if m else None for m in mine])):
+                (self.qid, self.scale, m, query, self.r.shards.remote) if m else None for m in mine])):
             if part is not None:
                 js = [at[key] for key in m]
                 kw[js] = part[0]

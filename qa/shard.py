@@ -19,16 +19,21 @@ import numpy as np
 from qa import store
 from qa.index import KEYWORD_LEVELS, Segment
 
-# How many questions' keyword scores a shard keeps between a search's calls (a search ends them
-# itself; the bound only matters when a caller stops midway).
-KEPT_QUERIES = 8
+# How many questions' keyword scores a shard keeps between a search's calls: in one process a search
+# ends its own; an actor keeps the last ones (questions asked at once by the chat's 4 workers, and
+# more). A search whose scores are gone is asked again (QuestionLost).
+KEPT_QUERIES = 16
 
-# A question's keyword part, sent with every call that needs it so that a shard that lost it (a
-# restarted actor) can score it again: (term weights, idf per level and term, level weights, filter).
+# A question's keyword part: (term weights, idf per level and term, level weights, filter).
 KeywordSpec = tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float], "Filter | None"]
 # A filter: outlet names (empty: any) and YYYYMMDD bounds (0: open).
 Filter = tuple[tuple[str, ...], int, int]
 Key = tuple[int, int]
+
+
+class QuestionLost(RuntimeError):
+    """The shard no longer holds the question's scores (its actor was restarted, or more questions
+    came meanwhile than it keeps): ask again from start."""
 
 
 class Shard:
@@ -88,24 +93,29 @@ class Shard:
     # -- keyword scores ------------------------------------------------------------------------
 
     def start(self, qid: int, spec: KeywordSpec) -> dict[str, float]:
-        """Score the question's terms at every level; the best live score per level."""
-        return self._scores(qid, spec).top
+        """Score the question's terms at every level and keep the scores under qid; the best live
+        score per level."""
+        found = _Scores(self.segments, spec)
+        with self._lock:
+            self._queries[qid] = found
+            while len(self._queries) > KEPT_QUERIES:
+                self._queries.popitem(last=False)
+        return found.top
 
-    def top(self, qid: int, spec: KeywordSpec, scale: dict[str, float], pool: int, positive: bool,
+    def top(self, qid: int, scale: dict[str, float], pool: int, positive: bool,
             rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]]]:
         """This shard's pool best sentences by fused keyword score (exact; see _Scores.best), and the
         rows (as rows() gives them) of its rows_for best: through Ray, the retriever groups them
         without asking again."""
-        keys, scores = self._scores(qid, spec).best(scale, pool, positive)
+        keys, scores = self._held(qid).best(scale, pool, positive)
         keys = [(self.first + n, r) for n, r in keys]
         return keys, scores, self.rows([keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()])
 
-    def score(self, qid: int | None, spec: KeywordSpec | None, scale: dict[str, float] | None,
-              keys: list[Key], query: np.ndarray | None = None,
+    def score(self, qid: int | None, scale: dict[str, float] | None, keys: list[Key], query: np.ndarray | None = None,
               with_rows: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
         """Fused keyword scores (with a question id) and cosines to query (with a vector) of keys,
         and (with_rows) their rows."""
-        kw = self._scores(qid, spec).fused_keys(scale, keys, self.first) if qid is not None else None
+        kw = self._held(qid).fused_keys(scale, keys, self.first) if qid is not None else None
         dense = None
         if query is not None:
             dense = np.zeros(len(keys), np.float32)
@@ -128,17 +138,11 @@ class Shard:
                 out[lv].append((a if seg.live is None else np.where(seg.live, a, 0)).astype(np.float32))
         return out
 
-    def _scores(self, qid: int | None, spec: KeywordSpec | None) -> "_Scores":
+    def _held(self, qid: int) -> "_Scores":
         with self._lock:
             found = self._queries.get(qid)
-            if found is not None:
-                self._queries.move_to_end(qid)
-                return found
-        found = _Scores(self.segments, spec)
-        with self._lock:
-            self._queries[qid] = found
-            while len(self._queries) > KEPT_QUERIES:
-                self._queries.popitem(last=False)
+        if found is None:
+            raise QuestionLost(f"question {qid} is not held by this shard")
         return found
 
     # -- vectors -------------------------------------------------------------------------------

@@ -159,10 +159,30 @@ def test_the_keyword_pool_is_the_best_of_every_sentence(keyword_index):
     for q in ("How many civilians were killed near the hospital in Ariha?", "cluster munitions school Idlib",
               "Which human rights group accuses Russia of war crimes?", "displaced people camps winter"):
         kw = _KeywordQuery(r, Counter(tokenize(q)), None)
-        scores = shard._scores(kw.qid, kw.spec)
+        scores = shard._held(kw.qid)
         every = np.concatenate([scores.fused(n, kw.scale, np.arange(seg.sentences))
                                 for n, seg in enumerate(shard.segments)])
         pool, pool_scores = kw.top(5, positive=True)
         assert len(pool) == 5
         assert pool_scores.tolist() == sorted(every.tolist(), reverse=True)[:5]
         assert kw.scores(pool)[0].tolist() == pool_scores.tolist()
+
+
+def test_a_question_whose_scores_were_lost_is_asked_again(keyword_index, monkeypatch):
+    """A shard that no longer holds a question's scores (a restarted Ray actor) says so, and the
+    search starts again once instead of failing."""
+    from qa import shard
+    r = Retriever.load(keyword_index)
+    q = "How many civilians were killed near the hospital in Ariha?"
+    expected = r.search(q, k=5)
+    real, calls = shard.Shard.top, []
+
+    def forgetful(self, qid, *args):
+        calls.append(qid)
+        if len(calls) == 1:
+            self.finish(qid)  # what a restart does to an actor's questions
+        return real(self, qid, *args)
+
+    monkeypatch.setattr(shard.Shard, "top", forgetful)
+    assert r.search(q, k=5) == expected
+    assert len(calls) == 2 and calls[0] != calls[1]
