@@ -141,7 +141,7 @@ class Retriever:
     search is read-only.
 
     The segments' work is done by shards (qa.shard): one in this process, or Ray actors
-    (qa.distributed); the retriever merges their answers the same way in both cases."""
+    (qa.cluster); the retriever merges their answers the same way in both cases."""
 
     def __init__(self, gen: Path, manifest: Manifest, encoder: Encoder | None, notice: str = "",
                  weights: Weights = Weights(), shards=None):

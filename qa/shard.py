@@ -2,7 +2,7 @@
 tokens and passages.
 
 One process holds every segment of the live generation in one Shard. A Ray deployment
-(qa.distributed) spreads consecutive segments over actors, each holding a Shard; the calls and
+(qa.cluster) spreads consecutive segments over actors, each holding a Shard; the calls and
 their answers are the same plain values either way, and qa.retrieve.Retriever merges them, so a
 search gives the same hits in one process and through Ray.
 
