@@ -24,10 +24,12 @@ from qa.sentences import Sentence, Splitter
 
 log = logging.getLogger(__name__)
 
-# One actor call: 256 articles are 1,000-6,000 sentences of news, enough for the encoder's batches of
-# 128 to be full and sorted by length; 64 made a 20k-sentence build with 2 workers 9% slower (calls
-# have a fixed cost: 1,333 and 1,183 sentences/s against 1,460 and 1,307, two rounds, 2 loaded cores).
+# Articles per actor call. Splitting and tokenizing: 256, as a call has a fixed cost (a 20k-sentence
+# build with 2 workers: 1,460 and 1,307 sentences/s against 1,333 and 1,183 with 64; two rounds, 2
+# loaded cores). Embedding: 32 (150-700 sentences, seconds of work each), so that a small corpus
+# still spreads over the actors (5k sentences, MiniLM, 2 workers: 53 sentences/s against 43 with 256).
 ARTICLES_PER_BATCH = 256
+ARTICLES_PER_EMBED_BATCH = 32
 ROWS_PER_BLOCK = 256  # a read task hands on a block every so many articles: a file of any size streams
 BYTES_PER_READ = 64 * 2**20  # files are grouped into read tasks of about this many bytes (a file at least)
 # Failures are Ray Data's to repair, with its defaults: a read task whose worker died runs again, an
@@ -105,7 +107,8 @@ class RayIngest:
             ds = ray.data.read_datasource(_datasource(files), concurrency=self.readers or max(1, workers // 8),
                                           num_cpus=0)
             ds = ds.map_batches(Prepare, fn_constructor_args=(splitter, ray.put(encoder) if encoder else None),
-                                batch_size=ARTICLES_PER_BATCH, batch_format="pyarrow",
+                                batch_size=ARTICLES_PER_EMBED_BATCH if encoder else ARTICLES_PER_BATCH,
+                                batch_format="pyarrow",
                                 compute=ray.data.ActorPoolStrategy(size=workers),
                                 num_cpus=1, num_gpus=1 if gpus else 0)
             log.info("ingest on Ray: %d %s actor%s, %d files", workers, "GPU" if gpus else "CPU",
