@@ -63,7 +63,8 @@ def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actor
     ray = distributed._ray()
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1)(Shard)
+    # no task events: they cost every call a share of a millisecond, for Ray's dashboard only
+    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False)(Shard)
     runs = spread([int(s["sentences"]) for s in segments], actors)
     handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors) for run in runs]
     ray.get([h.counts.remote() for h in handles])  # every actor has opened its segments

@@ -335,14 +335,14 @@ class Retriever:
         order = np.argsort(-fused, kind="stable")
         ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order.tolist()]
         info = _as_info(keyword.rows)
-        hits = self._hits(ranked, terms, k, info)
+        hits = self._hits(ranked, terms, k, info, keyword.passages)
         places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
         if places and len(hits) > k - places:
             head = hits[:k - places]
             seen = {p.sentence_id for h in head for p in h.sources}
             # the model's best that the head does not hold are among its best len(seen) + places
             by_dense = sorted(ranked, key=lambda r: -r[2])[:len(seen) + places]
-            extra = [h for h in self._hits(by_dense, terms, len(seen) + places, info)
+            extra = [h for h in self._hits(by_dense, terms, len(seen) + places, info, keyword.passages)
                      if not {p.sentence_id for p in h.sources} & seen][:places]
             taken = seen | {p.sentence_id for h in extra for p in h.sources}
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
@@ -364,10 +364,11 @@ class Retriever:
         return out
 
     def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int,
-              info: dict) -> list[Hit]:
+              info: dict, passages: dict) -> list[Hit]:
         """Group ranked sentences into k facts (near-identical sentences of different articles are one
-        fact, found on the stored tokens), then fetch what the k facts show. info: (article row,
-        tokens) of sentences already known (the shards send those of their candidates)."""
+        fact, found on the stored tokens), then fetch what the k facts show. info and passages:
+        (article row, tokens) and passages of sentences already known (through Ray, the shards send
+        those of their best candidates and neighbours with them)."""
         groups: list[list] = []  # per fact: (key, score, dense, tokens) of its sentences, the best first
         articles: list[set[tuple[int, int]]] = []  # per fact, its articles as (segment, article row)
         lookahead = LOOKAHEAD
@@ -390,25 +391,28 @@ class Retriever:
                 if len(groups) < k:
                     groups.append([(key, score, dense, toks)])
                     articles.append({art})
-        return self._make_hits(groups, terms, info)
+        return self._make_hits(groups, terms, info, passages)
 
-    def _make_hits(self, groups: list[list], terms: list[str], info: dict) -> list[Hit]:
+    def _make_hits(self, groups: list[list], terms: list[str], info: dict, known: dict) -> list[Hit]:
         """Hits for the grouped sentences: passages, neighbours and support."""
         wanted: set[tuple[int, int]] = set()
         for g in groups:
             (i, r), *_ = g[0]
             wanted.update(((i, r - 1), (i, r + 1)))
             wanted.update(key for key, *_ in g)
-        rows: dict = {}
-        unknown = sorted(key for g in groups for key in ((g[0][0][0], g[0][0][1] - 1), (g[0][0][0], g[0][0][1] + 1))
-                         if key not in info)
-        mine = [[] for _ in range(max(self.owner, default=-1) + 1)]
-        for key in unknown:
-            mine[self.owner[key[0]]].append(key)
-        for part in self._each_key("passages", sorted(wanted), mine):
-            if part:
-                rows.update(part[0])
-                info.update(_as_info(part[1]))
+        wanted = {(i, r) for i, r in wanted if 0 <= r < self.segment_sentences[i]}
+        rows = {key: known[key] for key in wanted if key in known}
+        fetch = sorted(wanted - rows.keys())
+        if fetch:
+            unknown = sorted(key for g in groups for key in ((g[0][0][0], g[0][0][1] - 1), (g[0][0][0], g[0][0][1] + 1))
+                             if key in wanted and key not in info)
+            mine = [[] for _ in range(max(self.owner, default=-1) + 1)]
+            for key in unknown:
+                mine[self.owner[key[0]]].append(key)
+            for part in self._each_key("passages", fetch, mine):
+                if part:
+                    rows.update(part[0])
+                    info.update(_as_info(part[1]))
         hits, weights = [], self._term_weights(terms)
         for g in groups:
             (i, r), score, dense, toks = g[0]
@@ -484,6 +488,7 @@ class _KeywordQuery:
     def __init__(self, r: Retriever, terms: Counter, filt, rows_for: int = 0):
         self.r, self.qid, self.rows_for = r, next(_QUESTION_IDS), rows_for
         self.rows: dict = {}  # (article row, tokens) of the sentences the shards named
+        self.passages: dict = {}  # and their passages (qa.store.passages rows)
         self.spec = self.spec_for(r, terms, filt)
         level_weight = self.spec[2]
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
@@ -502,10 +507,12 @@ class _KeywordQuery:
         index order). Their rows (article row, tokens) are kept in .rows."""
         keys, scores = [], []
         rows_for = self.rows_for if self.r.shards.remote else 0
-        for part_keys, part_scores, rows in self.r.shards.call("top", self.qid, self.scale, pool, positive, rows_for):
+        for part_keys, part_scores, rows, passages in self.r.shards.call("top", self.qid, self.scale, pool, positive,
+                                                                         rows_for):
             keys += part_keys
             scores.append(part_scores)
             self.rows.update(rows)
+            self.passages.update(passages)
         if not keys:
             return [], np.zeros(0, np.float32)
         scores = np.concatenate(scores)

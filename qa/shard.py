@@ -103,13 +103,15 @@ class Shard:
         return found.top
 
     def top(self, qid: int, scale: dict[str, float], pool: int, positive: bool,
-            rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]]]:
-        """This shard's pool best sentences by fused keyword score (exact; see _Scores.best), and the
-        rows (as rows() gives them) of its rows_for best: through Ray, the retriever groups them
-        without asking again."""
+            rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]], dict[Key, tuple]]:
+        """This shard's pool best sentences by fused keyword score (exact; see _Scores.best); and
+        for its rows_for best and their neighbours, rows() and passages(): through Ray, the
+        retriever groups the candidates and makes hits of them without asking again."""
         keys, scores = self._held(qid).best(scale, pool, positive)
         keys = [(self.first + n, r) for n, r in keys]
-        return keys, scores, self.rows([keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()])
+        best = [keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()]
+        near = sorted({(i, r + d) for i, r in best for d in (-1, 0, 1)})
+        return keys, scores, self.rows(near), self.passages(near)[0] if near else {}
 
     def score(self, qid: int | None, scale: dict[str, float] | None, keys: list[Key], query: np.ndarray | None = None,
               with_rows: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
