@@ -151,9 +151,9 @@ class Retriever:
         self.actors: int | None = None
         names = [s["name"] for s in manifest.segments]
         self.shards = shards if shards is not None else Local([Shard(gen, names, 0, load_vectors=encoder is not None)])
-        counts = [c for part in self.shards.call("counts") for c in part]
-        # which shard holds segment i
-        self.owner = [j for j, part in enumerate(self.shards.call("counts")) for _ in part]
+        parts = self.shards.call("counts")
+        counts = [c for part in parts for c in part]
+        self.owner = [j for j, part in enumerate(parts) for _ in part]  # which shard holds segment i
         # Keyword statistics over every segment together (deleted rows count until a merge drops
         # them, as in Lucene): scores compare across segments.
         self.docs = {"sentence": sum(s for s, _ in counts), "window": sum(s for s, _ in counts),
@@ -348,13 +348,17 @@ class Retriever:
             hits = (head + extra + [h for h in hits[k - places:] if h.passage.sentence_id not in taken])[:k]
         return hits
 
-    def _each_key(self, name: str, keys: list[tuple[int, int]], per_shard: list | None = None) -> list:
-        """name(keys of shard j[, per_shard[j]]) on each shard holding some of keys."""
+    def by_owner(self, keys) -> list[list[tuple[int, int]]]:
+        """keys split by the shard holding them, in shard order."""
         mine: list[list] = [[] for _ in range(max(self.owner, default=-1) + 1)]
         for key in keys:
             mine[self.owner[key[0]]].append(key)
+        return mine
+
+    def _each_key(self, name: str, keys: list[tuple[int, int]], per_shard: list | None = None) -> list:
+        """name(keys of shard j[, per_shard[j]]) on each shard holding some of keys."""
         return self.shards.call_each(name, [None if not m else (m,) if per_shard is None else (m, per_shard[j])
-                                            for j, m in enumerate(mine)])
+                                            for j, m in enumerate(self.by_owner(keys))])
 
     def _rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, set[str]]]:
         """(article row, stored tokens) of each key."""
@@ -406,10 +410,7 @@ class Retriever:
         if fetch:
             unknown = sorted(key for g in groups for key in ((g[0][0][0], g[0][0][1] - 1), (g[0][0][0], g[0][0][1] + 1))
                              if key in wanted and key not in info)
-            mine = [[] for _ in range(max(self.owner, default=-1) + 1)]
-            for key in unknown:
-                mine[self.owner[key[0]]].append(key)
-            for part in self._each_key("passages", fetch, mine):
+            for part in self._each_key("passages", fetch, self.by_owner(unknown)):
                 if part:
                     rows.update(part[0])
                     info.update(_as_info(part[1]))
@@ -524,9 +525,7 @@ class _KeywordQuery:
         kw = np.zeros(len(keys), np.float32)
         dense = None if query is None else np.zeros(len(keys), np.float32)
         at = {key: j for j, key in enumerate(keys)}
-        mine: list[list] = [[] for _ in range(max(self.r.owner, default=-1) + 1)]
-        for key in keys:
-            mine[self.r.owner[key[0]]].append(key)
+        mine = self.r.by_owner(keys)
         for m, part in zip(mine, self.r.shards.call_each("score", [
                 (self.qid, self.scale, m, query, self.r.shards.remote) if m else None for m in mine])):
             if part is not None:
