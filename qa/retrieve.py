@@ -16,7 +16,7 @@ from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation
-from qa.shard import QuestionLost, Shard
+from qa.shard import QuestionLost, Shard, scale_of
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ class Retriever:
         parts = self.shards.call("counts")
         counts = [c for part in parts for c in part]
         self.owner = [j for j, part in enumerate(parts) for _ in part]  # which shard holds segment i
+        self.shard_count = len(parts)
         # Keyword statistics over every segment together (deleted rows count until a merge drops
         # them, as in Lucene): scores compare across segments.
         self.docs = {"sentence": sum(s for s, _ in counts), "window": sum(s for s, _ in counts),
@@ -308,7 +309,10 @@ class Retriever:
         w = self.weights
         pool = max(50, 10 * k)
         rows_for = 2 * k + LOOKAHEAD  # through Ray, the rows that grouping usually reads come with the candidates
-        keyword = _KeywordQuery(self, Counter(terms), filt, rows_for)
+        positive = self.encoder is None
+        first = None if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None) \
+            else (pool, positive, rows_for)  # the first candidates asked for, when known now
+        keyword = _KeywordQuery(self, Counter(terms), filt, rows_for, first)
         try:
             covered = 1.0
             if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
@@ -321,7 +325,7 @@ class Retriever:
                         weights[t] += w.expansion
                     keyword.close()
                     keyword = _KeywordQuery(self, weights, filt, rows_for)
-            cand, fused = keyword.top(pool, positive=self.encoder is None)  # (segment, row) pairs, best first
+            cand, fused = keyword.top(pool, positive)  # (segment, row) pairs, best first
             dense = None
             if self.encoder is not None and question:
                 qv = self.encoder.encode_queries([question])
@@ -350,7 +354,7 @@ class Retriever:
 
     def by_owner(self, keys) -> list[list[tuple[int, int]]]:
         """keys split by the shard holding them, in shard order."""
-        mine: list[list] = [[] for _ in range(max(self.owner, default=-1) + 1)]
+        mine: list[list] = [[] for _ in range(self.shard_count)]
         for key in keys:
             mine[self.owner[key[0]]].append(key)
         return mine
@@ -486,16 +490,19 @@ class _KeywordQuery:
     """One question's BM25 scores at the three levels over every shard: each level divided by its
     best live value and weighted, then summed (the article level spread to its sentences)."""
 
-    def __init__(self, r: Retriever, terms: Counter, filt, rows_for: int = 0):
+    def __init__(self, r: Retriever, terms: Counter, filt, rows_for: int = 0, first: tuple | None = None):
         self.r, self.qid, self.rows_for = r, next(_QUESTION_IDS), rows_for
         self.rows: dict = {}  # (article row, tokens) of the sentences the shards named
         self.passages: dict = {}  # and their passages (qa.store.passages rows)
         self.spec = self.spec_for(r, terms, filt)
-        level_weight = self.spec[2]
+        # Through Ray, one actor holding every segment scores and picks candidates in one call.
+        then = first if first is not None and r.shards.remote and r.shard_count == 1 else None
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
-        for best in r.shards.call("start", self.qid, self.spec):
+        self._first = None
+        for best, picked in r.shards.call("start", self.qid, self.spec, then):
             top = {lv: max(top[lv], best[lv]) for lv in KEYWORD_LEVELS}
-        self.scale = {lv: (level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
+            self._first = picked and (then, picked)
+        self.scale = scale_of(self.spec[2], top)
 
     @staticmethod
     def spec_for(r: Retriever, terms: Counter, filt):
@@ -508,8 +515,11 @@ class _KeywordQuery:
         index order). Their rows (article row, tokens) are kept in .rows."""
         keys, scores = [], []
         rows_for = self.rows_for if self.r.shards.remote else 0
-        for part_keys, part_scores, rows, passages in self.r.shards.call("top", self.qid, self.scale, pool, positive,
-                                                                         rows_for):
+        if self._first is not None and self._first[0] == (pool, positive, rows_for):
+            parts, self._first = [self._first[1]], None  # picked with the scores (start)
+        else:
+            parts = self.r.shards.call("top", self.qid, self.scale, pool, positive, rows_for)
+        for part_keys, part_scores, rows, passages in parts:
             keys += part_keys
             scores.append(part_scores)
             self.rows.update(rows)

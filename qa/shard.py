@@ -92,15 +92,16 @@ class Shard:
 
     # -- keyword scores ------------------------------------------------------------------------
 
-    def start(self, qid: int, spec: KeywordSpec) -> dict[str, float]:
+    def start(self, qid: int, spec: KeywordSpec, then: tuple | None = None) -> tuple[dict[str, float], tuple | None]:
         """Score the question's terms at every level and keep the scores under qid; the best live
-        score per level."""
+        score per level. then: (pool, positive, rows_for) when this shard holds every segment, so
+        that its best are the index's: top() of them too, in the same call."""
         found = _Scores(self.segments, spec)
         with self._lock:
             self._queries[qid] = found
             while len(self._queries) > KEPT_QUERIES:
                 self._queries.popitem(last=False)
-        return found.top
+        return found.top, None if then is None else self.top(qid, scale_of(spec[2], found.top), *then)
 
     def top(self, qid: int, scale: dict[str, float], pool: int, positive: bool,
             rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]], dict[Key, tuple]]:
@@ -315,6 +316,11 @@ class _Scores:
             keys += [(n, r) for r in rows.tolist()]
             scores.append(s)
         return keys, (np.concatenate(scores) if scores else np.zeros(0, np.float32))
+
+
+def scale_of(level_weight: dict[str, float], top: dict[str, float]) -> dict[str, float]:
+    """What each level's scores are multiplied by in the fused score: its weight over its best."""
+    return {lv: (level_weight[lv] / top[lv] if top[lv] > 0 else 0.0) for lv in KEYWORD_LEVELS}
 
 
 def _allowed(seg: Segment, filt: Filter | None) -> np.ndarray | None:
