@@ -1,6 +1,6 @@
 """Ingest on Ray against one process: sentences per second of `qa index --ray local` with 1 and 2 workers,
-of the single-process build and, with the default model, of the encoder alone, in one run (issue #12
-item 4, the ingest half; query latency through Ray belongs with serving).
+of the single-process build and, with the default model, of the encoder alone, in one run; and query
+latency through Ray actors against local search on the same index (issue #12 item 4).
 
 Archives come from bench/synth.py (cached outside the repository). Each build is `qa index CORPUS
 --index DIR --rebuild --model none|all-MiniLM-L6-v2 [--ray local --workers N]` in a child process.
@@ -12,7 +12,13 @@ of every process under it (Ray's GCS, raylet and workers), sampled from /proc ev
 sentences of the model archive in this process (torch's default threads), before and after the builds.
 
     nice -n 10 .venv/bin/python bench/distributed.py [--keyword 100k] [--model 5k] [--workers 1,2]
-        [--skip-model] [--data ../shared/data] [--cache /tmp/qa-scale] [--work /tmp/qa-distributed]
+        [--skip-model] [--serve 100k,1M|none] [--actors 1,2] [--skip-ingest]
+        [--data ../shared/data] [--cache /tmp/qa-scale] [--work /tmp/qa-distributed]
+
+Serving: a keyword-only index of each --serve archive (kept in --work, built incrementally) is
+loaded once in this process and once through a local Ray cluster with each --actors count; the
+scale bench's ~300 questions are asked of both in turn (k=10): identical hits, wall ms per search,
+and the per-question difference (the overhead of Ray's round trips).
 
 Prints a markdown table (copied into docs/deploy.md). Exits 0 with a reason when the data or Ray is absent.
 """
@@ -159,6 +165,74 @@ def table(title: str, runs: list[Run], encoder: list[tuple[float, float, int]] |
     return "\n".join(lines)
 
 
+# --- serving: query latency through Ray against local search ---------------------------------------
+
+def serve_latency(index: Path, questions: list[str], actors: int, k: int = 10) -> dict:
+    """Ask every question of one index locally and through Ray actors in turn (the first once more
+    as a warm-up): identical hits, and wall ms per search for both and their per-question difference."""
+    import numpy as np
+
+    from qa.retrieve import Retriever
+    local = Retriever.load(index, load_model=False)
+    t0 = time.perf_counter()
+    remote = Retriever.load(index, load_model=False, ray="local", actors=actors)
+    load_s = time.perf_counter() - t0
+    same, wall = 0, {"local": [], "ray": []}
+    try:
+        for i, q in enumerate([questions[0], *questions]):
+            got = {}
+            for name, r in (("local", local), ("ray", remote)):
+                t0 = time.perf_counter()
+                got[name] = r.search(q, k=k)
+                if i:
+                    wall[name].append(1000 * (time.perf_counter() - t0))
+            if i:
+                same += [(h.passage, h.score, h.sources) for h in got["local"]] == \
+                        [(h.passage, h.score, h.sources) for h in got["ray"]]
+        actors_used = len(remote.shards.actors)
+    finally:
+        remote.close()
+    lw, rw = np.array(wall["local"]), np.array(wall["ray"])
+    return {"questions": len(questions), "same": same, "actors": actors_used, "segments": len(local.manifest.segments),
+            "sentences": local.manifest.sentences, "load_s": load_s,
+            "local_p50": float(np.percentile(lw, 50)), "ray_p50": float(np.percentile(rw, 50)),
+            "over_p50": float(np.percentile(rw - lw, 50)), "over_p95": float(np.percentile(rw - lw, 95))}
+
+
+def serving(size: str, actor_counts: list[int], args) -> str:
+    """The serving table: a keyword-only index of the archive (built once, kept in --work), asked the
+    scale bench's questions locally and through 1, 2 … actors of a local Ray cluster."""
+    import scale
+
+    from qa import distributed
+    archive = synth.ensure_archive(synth.parse_size(size), args.data, args.cache, log=say)
+    index = args.work / f"serve-{size}"
+    qa = [str(ROOT / ".venv" / "bin" / "qa")] if (ROOT / ".venv" / "bin" / "qa").exists() else \
+        [sys.executable, "-m", "qa.cli"]
+    say(f"serving: index of the {size} archive (incremental)")
+    subprocess.run([*qa, "index", str(archive.corpus), "--index", str(index), "--model", "none"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    questions = scale.load_questions(args.data, 0)
+    distributed.connect("local")
+    try:
+        results = []
+        for n in actor_counts:
+            say(f"serving: {n} actor(s)")
+            results.append(serve_latency(index, questions, n))
+    finally:
+        distributed.disconnect()
+    head = ["actors asked (holding)", "segments", "sentences", "same hits", "Ray load s", "local p50 ms",
+            "through Ray p50 ms", "overhead p50 / p95 ms"]
+    lines = [f"**Serving, keyword-only ({size} archive, k={10}, wall time per search)**", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for n, r in zip(actor_counts, results):
+        lines.append("| " + " | ".join([f"{n} ({r['actors']})", str(r["segments"]), f"{r['sentences']:,}",
+                                         f"{r['same']} of {r['questions']}", f"{r['load_s']:.1f}",
+                                         f"{r['local_p50']:.2f}", f"{r['ray_p50']:.2f}",
+                                         f"{r['over_p50']:.2f} / {r['over_p95']:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keyword", default="100k", help="sentences of the keyword-only archive")
@@ -168,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=synth.DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=synth.DEFAULT_CACHE)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qa-distributed"))
+    parser.add_argument("--serve", default="100k,1M", help="archives whose index is searched through Ray (none: skip)")
+    parser.add_argument("--actors", default="1,2", help="serving actors to try, comma-separated")
+    parser.add_argument("--skip-ingest", action="store_true", help="the serving tables alone")
     args = parser.parse_args(argv)
     if (need := synth.missing_data(args.data)) is not None:
         print(f"skipped: {need} not found (see ../shared/data/SOURCES.md)")
@@ -179,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     print(f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}; `python bench/distributed.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
-    kw = synth.ensure_archive(synth.parse_size(args.keyword), args.data, args.cache, log=say)
-    print(table(f"Keyword-only ({args.keyword} archive)", builds(kw.corpus, "none", workers, args.work)))
-    if not args.skip_model:
+    if not args.skip_ingest:
+        kw = synth.ensure_archive(synth.parse_size(args.keyword), args.data, args.cache, log=say)
+        print(table(f"Keyword-only ({args.keyword} archive)", builds(kw.corpus, "none", workers, args.work)))
+    if not args.skip_model and not args.skip_ingest:
         m = synth.ensure_archive(synth.parse_size(args.model), args.data, args.cache, log=say)
         say("the encoder alone")
         before = encoder_rate(m.corpus)
@@ -190,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         after = encoder_rate(m.corpus)
         print()
         print(table(f"Default model ({args.model} archive)", runs, [before, after]))
+    if args.serve != "none":
+        for size in args.serve.split(","):
+            print()
+            print(serving(size, [int(a) for a in args.actors.split(",")], args))
     return 0
 
 

@@ -53,6 +53,10 @@ def connect(where: str, num_cpus: int | None = None) -> None:
         return
     try:
         if where == "local":
+            # Ray starts workers at niceness 15, behind every other process; the driver waits on them
+            # (a search, a build), so a cluster started here runs them at 0. For `ray start`, set
+            # RAY_worker_niceness=0 in its environment.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                      logging_level=logging.WARNING)
         else:
