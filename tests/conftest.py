@@ -1,6 +1,7 @@
 """Shared fixtures: the default corpus, tiny sentence-transformers models built here, built indexes."""
 from __future__ import annotations
 
+import os
 import shutil
 import zlib
 from pathlib import Path
@@ -68,3 +69,22 @@ def hybrid_index(tmp_path_factory, corpus_dir, tiny_model) -> Path:
     out = tmp_path_factory.mktemp("hy") / "index"
     build_index(corpus_dir, out, load_splitter(), load_encoder(str(tiny_model)), progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> str:
+    """The address of a local Ray cluster of 2 CPUs, this process connected to it, for one test
+    module. Where Ray is not installed or cannot start, the test is skipped with the reason;
+    QA_REQUIRE_RAY=1 (CI) makes that a failure."""
+    try:
+        import ray
+
+        from qa import distributed
+        distributed.connect("local", num_cpus=2)
+    except Exception as e:  # ImportError: no extra; RayUnavailable: it cannot start here
+        if os.environ.get("QA_REQUIRE_RAY") == "1":
+            raise
+        pytest.skip(f"Ray cannot run here ({type(e).__name__}: {e}); install it with "
+                    ".venv/bin/pip install -c constraints.txt -e '.[ray]'")
+    yield ray.get_runtime_context().gcs_address
+    distributed.disconnect()

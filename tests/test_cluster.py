@@ -12,7 +12,6 @@ import csv
 import gzip
 import itertools
 import json
-import os
 import random
 import shutil
 import threading
@@ -27,22 +26,6 @@ from qa.retrieve import Retriever
 from qa.sentences import load_splitter
 
 QUESTIONS = 200
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    try:
-        import ray
-
-        from qa import distributed
-        distributed.connect("local", num_cpus=2)
-    except Exception as e:  # ImportError: no extra; RayUnavailable: it cannot start here
-        if os.environ.get("QA_REQUIRE_RAY") == "1":
-            raise
-        pytest.skip(f"Ray cannot run here ({type(e).__name__}: {e}); install it with "
-                    ".venv/bin/pip install -c constraints.txt -e '.[ray]'")
-    yield ray
-    distributed.disconnect()
 
 
 def _news(n: int) -> list[dict]:
@@ -135,7 +118,7 @@ def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index):
         asking.start()
         while len(answers) < 20 and asking.is_alive():
             threading.Event().wait(0.01)
-        ray_cluster.kill(remote.shards.actors[0], no_restart=False)
+        remote.shards.ray.kill(remote.shards.actors[0], no_restart=False)
         killed_at = len(answers)
         asking.join(timeout=600)
         assert not asking.is_alive()

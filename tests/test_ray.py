@@ -39,20 +39,9 @@ FLUSH = 1_500  # sentences per segment in these builds: several segments, and a 
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """The address of a local Ray cluster of 2 CPUs, this process connected to it."""
-    try:
-        import ray
-
-        from qa import distributed
-        distributed.connect("local", num_cpus=2)
-    except Exception as e:  # ImportError: no extra; RayUnavailable: it cannot start here
-        if os.environ.get("QA_REQUIRE_RAY") == "1":
-            raise
-        pytest.skip(f"Ray cannot run here ({type(e).__name__}: {e}); install it with "
-                    ".venv/bin/pip install -c constraints.txt -e '.[ray]'")
-    yield ray.get_runtime_context().gcs_address
-    distributed.disconnect()
+def cluster(ray_cluster) -> str:
+    """The local Ray cluster's address (conftest.ray_cluster)."""
+    return ray_cluster
 
 
 def _news(n: int) -> list[dict]:
