@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -200,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             from qa.chat import serve
             if args.actors is not None and (args.ray is None or args.actors < 1):
                 parser.error("--actors needs --ray and a number of at least 1")
+            if args.ray:  # a missing extra or an unreachable cluster is said before any work
+                from qa import distributed
+                distributed.connect(args.ray)
             if Path(args.corpus).exists():
                 print(describe(index_corpus(args.corpus, args.index, args.model)))
             serve(args.index, corpus=args.corpus, host=args.host, port=args.port, share=args.share,

@@ -272,8 +272,8 @@ class Retriever:
     def sentences(self) -> Iterator[tuple[int, str, str, int, int, str]]:
         """(position, sentence id, article id, start, end, text) of every live sentence, in index order."""
         offsets = self.offsets()
-        for j, part in enumerate(self.shards.call_each("sentences", [
-                ([o for o, owner in zip(offsets, self.owner) if owner == j],) for j in range(len(set(self.owner)))])):
+        mine = [[o for o, owner in zip(offsets, self.owner) if owner == j] for j in range(self.shard_count)]
+        for part in self.shards.call_each("sentences", [(o,) for o in mine]):  # in one process: generators
             yield from part
 
     def positions(self) -> int:

@@ -1,7 +1,6 @@
 """Nothing lost, whatever happens: concurrent and killed builds and uploads, through the real `qa` command."""
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -14,7 +13,7 @@ import pytest
 
 from qa.answer import answer
 from qa.articles import load_corpus
-from qa.index import generation_name, live_generation, read_manifest
+from qa.index import generation_name, read_manifest
 from qa.retrieve import Retriever
 
 pytestmark = pytest.mark.slow
