@@ -16,7 +16,7 @@ from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation
-from qa.shard import QuestionLost, Shard, scale_of
+from qa.shard import QuestionLost, Shard, add_counts, scale_of
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -162,22 +162,17 @@ class Retriever:
         self.segment_sentences = [s for s, _ in counts]
         self.unknown_idf = math.log((manifest.sentences + 1) / 0.5)
         self._df_cache: dict[tuple[str, str], int] = {}
-        # Through Ray, every term's df is kept here (one round trip less per question); in one
-        # process it is summed over the segments when a question first needs it.
+        # Every term's df, kept here through Ray (one round trip less per question) and for query
+        # expansion's word list; else summed over the segments when a question first needs it.
+        expanding = encoder is not None and weights.expansion > 0
         self._df_table: dict[str, list[int]] | None = None
-        if self.shards.remote:
+        if self.shards.remote or expanding:
             self._df_table = {}
             for part in self.shards.call("df_table"):
-                for t, counts in part.items():
-                    have = self._df_table.get(t)
-                    self._df_table[t] = counts if have is None else [a + b for a, b in zip(have, counts)]
+                add_counts(self._df_table, part.items())
         self.neighbours = None
-        if encoder is not None and weights.expansion > 0:
-            sentences_with: dict[str, int] = {}
-            for part in self.shards.call("term_counts"):
-                for t, df in part.items():
-                    sentences_with[t] = sentences_with.get(t, 0) + df
-            self.neighbours = WordNeighbours.from_model(encoder.model, sentences_with)
+        if expanding:
+            self.neighbours = WordNeighbours.from_model(encoder.model, {t: c[0] for t, c in self._df_table.items()})
 
     @classmethod
     def load(cls, index_dir: str | Path, encoder: Encoder | None = None, load_model: bool = True,

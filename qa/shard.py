@@ -76,18 +76,7 @@ class Shard:
         """Every term's df at each level (KEYWORD_LEVELS order), over this shard's segments."""
         out: dict[str, list[int]] = {}
         for seg in self.segments:
-            counts = zip(*(np.diff(seg.levels[lv].indptr).tolist() for lv in KEYWORD_LEVELS))
-            for t, c in zip(seg.terms, counts):
-                have = out.get(t)
-                out[t] = list(c) if have is None else [a + b for a, b in zip(have, c)]
-        return out
-
-    def term_counts(self) -> dict[str, int]:
-        """Sentences holding each term (for query expansion's word list)."""
-        out: dict[str, int] = {}
-        for seg in self.segments:
-            for t, df in zip(seg.terms, np.diff(seg.levels["sentence"].indptr).tolist()):
-                out[t] = out.get(t, 0) + df
+            add_counts(out, zip(seg.terms, zip(*(np.diff(seg.levels[lv].indptr).tolist() for lv in KEYWORD_LEVELS))))
         return out
 
     # -- keyword scores ------------------------------------------------------------------------
@@ -114,11 +103,10 @@ class Shard:
         near = sorted({(i, r + d) for i, r in best for d in (-1, 0, 1)})
         return keys, scores, self.rows(near), self.passages(near)[0] if near else {}
 
-    def score(self, qid: int | None, scale: dict[str, float] | None, keys: list[Key], query: np.ndarray | None = None,
-              with_rows: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
-        """Fused keyword scores (with a question id) and cosines to query (with a vector) of keys,
-        and (with_rows) their rows."""
-        kw = self._held(qid).fused_keys(scale, keys, self.first) if qid is not None else None
+    def score(self, qid: int, scale: dict[str, float], keys: list[Key], query: np.ndarray | None = None,
+              with_rows: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Fused keyword scores of keys, their cosines to query (with a vector) and (with_rows) their rows."""
+        kw = self._held(qid).fused_keys(scale, keys, self.first)
         dense = None
         if query is not None:
             dense = np.zeros(len(keys), np.float32)
@@ -316,6 +304,13 @@ class _Scores:
             keys += [(n, r) for r in rows.tolist()]
             scores.append(s)
         return keys, (np.concatenate(scores) if scores else np.zeros(0, np.float32))
+
+
+def add_counts(into: dict[str, list[int]], counts) -> None:
+    """Add (term, per-level counts) pairs into a df table."""
+    for t, c in counts:
+        have = into.get(t)
+        into[t] = list(c) if have is None else [a + b for a, b in zip(have, c)]
 
 
 def scale_of(level_weight: dict[str, float], top: dict[str, float]) -> dict[str, float]:
