@@ -50,6 +50,8 @@ WRITER_PRAGMAS = (
     "PRAGMA busy_timeout = 10000",  # ms; nothing else opens the file, so only a stray tool could make it wait
 )
 
+READER_MMAP = 1 << 30  # bytes of a published store mapped at most (address space, not memory)
+
 _PASSAGE = ("SELECT s.row, a.id, a.title, a.source, a.published, a.url, s.idx, s.paragraph, s.start, s.end, "
             "substr(a.text, s.start + 1, s.end - s.start), s.article FROM sentences s "
             "JOIN articles a ON a.row = s.article")
@@ -91,6 +93,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         if version != SCHEMA_VERSION:
             db.close()
             raise StoreError(f"{path} has store schema version {version}, this program reads {SCHEMA_VERSION}")
+        # Read through a memory map, not read() calls into SQLite's page cache: passages come out
+        # about 30% faster (docs/benchmarks.md); the file never changes, and an unlinked one stays mapped.
+        db.execute(f"PRAGMA mmap_size = {READER_MMAP}")
     else:
         db = sqlite3.connect(path, check_same_thread=False)
         for pragma in WRITER_PRAGMAS:
