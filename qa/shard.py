@@ -282,7 +282,8 @@ class _Scores:
         the window postings) or lies in an article holding one; of the latter only the sentences of
         the pool best articles can make the pool (each of those articles has a sentence scoring at
         least as much). A row recurs at most once per term, so the pool best distinct rows are
-        among the marked rows of the postings and those articles."""
+        among the rows of the postings and those articles, each there at most once per term, once
+        more as an article's sentence and once more as filler."""
         keys: list[Key] = []
         scores = []
         for n, seg in enumerate(self.segments):
@@ -290,8 +291,7 @@ class _Scores:
             parts = [self.docs[n]]
             if scale["article"] > 0 and len(self.arts[n]):
                 art, arts = self.acc[n]["article"], self.arts[n]
-                arts = np.unique(_best(arts, art[arts], pool * self.lists))
-                arts = _best(arts, art[arts], pool)
+                arts, _ = _top_distinct(arts, art[arts], pool, self.lists)
                 # every sentence of the best articles: one of them may outscore the matching sentences
                 starts, counts = seg.article_first[arts], seg.article_length[arts]
                 parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
@@ -299,13 +299,8 @@ class _Scores:
                 filler = np.arange(min(seg.sentences, pool))
                 filler = filler if seg.live is None else filler[seg.live[filler]]
                 parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
-            marked = np.zeros(seg.sentences, bool)
-            for part in parts:
-                marked[part] = True
-            rows = np.flatnonzero(marked)
-            s = self.fused(n, scale, rows)
-            keep = _best(np.arange(len(rows)), s, pool)
-            rows, s = rows[keep], s[keep]
+            rows = _joined(parts)
+            rows, s = _top_distinct(rows, self.fused(n, scale, rows), pool, self.lists + len(parts) - 1)
             if positive:
                 rows, s = rows[s > 0], s[s > 0]
             keys += [(n, r) for r in rows.tolist()]
@@ -353,6 +348,16 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """The rows with the n highest scores (in no order)."""
-    return rows if len(rows) <= n else rows[np.argpartition(-scores, n)[:n]]
+def _top_distinct(rows: np.ndarray, scores: np.ndarray, n: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best distinct rows and their scores, best first (ties: the lower row first), of rows
+    that each recur at most repeats times with the same score: the n * repeats best entries (every
+    entry tied with the last of them too) hold them. Partial selection, no sort of them all."""
+    repeats = max(repeats, 1)
+    if len(rows) > n * repeats:
+        cut = np.partition(scores, len(scores) - n * repeats)[len(scores) - n * repeats]
+        keep = scores >= cut
+        rows, scores = rows[keep], scores[keep]
+    rows, first = np.unique(rows, return_index=True)
+    scores = scores[first]
+    order = np.lexsort((rows, -scores))[:n]
+    return rows[order], scores[order]
