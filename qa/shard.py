@@ -281,9 +281,9 @@ class _Scores:
         No pass over the whole index. A row scoring above 0 holds a term in its window (it is in
         the window postings) or lies in an article holding one; of the latter only the sentences of
         the pool best articles can make the pool (each of those articles has a sentence scoring at
-        least as much). A row recurs at most once per term, so the pool best distinct rows are
-        among the rows of the postings and those articles, each there at most once per term, once
-        more as an article's sentence and once more as filler."""
+        least as much). So the pool best rows are among the window postings' rows (each there
+        once per term at most), those articles' sentences and, unless positive, the filler: their
+        fused scores are taken as they come, repeats and all, and the best distinct rows kept."""
         keys: list[Key] = []
         scores = []
         for n, seg in enumerate(self.segments):
