@@ -284,14 +284,15 @@ def child_query(spec: dict) -> dict:
     return out
 
 
-def find_faiss(obj, depth: int = 3) -> list[tuple[object, object]]:
+def find_faiss(obj, depth: int = 8) -> list[tuple[object, object]]:
     """(faiss index, the object holding it) for every FAISS index reachable from obj's attributes,
-    lists and dicts (a segmented index holds one per segment)."""
+    lists and dicts (a segmented index holds one per segment, in shards: Retriever -> Local ->
+    Shard -> Segment)."""
     import faiss
     if isinstance(obj, dict):
         children = obj.values() if len(obj) <= 1000 else ()  # a vocabulary, not a list of parts
     elif isinstance(obj, (list, tuple)):
-        children = obj
+        children = obj if len(obj) <= 1000 else ()
     elif hasattr(obj, "__dict__") and not isinstance(obj, type):
         children = vars(obj).values()
     else:

@@ -333,7 +333,7 @@ class Retriever:
             keyword.close()
         order = np.argsort(-fused, kind="stable")
         ranked = [(cand[i], float(fused[i]), None if dense is None else float(dense[i])) for i in order.tolist()]
-        info = _as_info(keyword.rows)
+        info = dict(keyword.rows)
         hits = self._hits(ranked, terms, k, info, keyword.passages)
         places = int(w.dense_places * k) if dense is not None and covered < w.places_below else 0
         if places and len(hits) > k - places:
@@ -359,11 +359,11 @@ class Retriever:
         return self.shards.call_each(name, [None if not m else (m,) if per_shard is None else (m, per_shard[j])
                                             for j, m in enumerate(self.by_owner(keys))])
 
-    def _rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, set[str]]]:
+    def _rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, frozenset[str]]]:
         """(article row, stored tokens) of each key."""
         out = {}
         for part in self._each_key("rows", keys):
-            out.update(_as_info(part or {}))
+            out.update(part or {})
         return out
 
     def _hits(self, ranked: list[tuple[tuple[int, int], float, float | None]], terms: list[str], k: int,
@@ -412,7 +412,7 @@ class Retriever:
             for part in self._each_key("passages", fetch, self.by_owner(unknown)):
                 if part:
                     rows.update(part[0])
-                    info.update(_as_info(part[1]))
+                    info.update(part[1])
         hits, weights = [], self._term_weights(terms)
         for g in groups:
             (i, r), score, dense, toks = g[0]
@@ -544,11 +544,6 @@ class _KeywordQuery:
     def close(self) -> None:
         if not self.r.shards.remote:  # an actor keeps its last few questions' scores (qa.shard.KEPT_QUERIES): no call
             self.r.shards.call("finish", self.qid)
-
-
-def _as_info(rows: dict) -> dict:
-    """Shard rows (article row, token list) as (article row, token set)."""
-    return {key: (art, set(toks)) for key, (art, toks) in rows.items()}
 
 
 def _filter(sources, since, until):

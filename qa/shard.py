@@ -93,12 +93,11 @@ class Shard:
         return found.top, None if then is None else self.top(qid, scale_of(spec[2], found.top), *then)
 
     def top(self, qid: int, scale: dict[str, float], pool: int, positive: bool,
-            rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, list[str]]], dict[Key, tuple]]:
+            rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, frozenset[str]]], dict[Key, tuple]]:
         """This shard's pool best sentences by fused keyword score (exact; see _Scores.best); and
         for its rows_for best and their neighbours, rows() and passages(): through Ray, the
         retriever groups the candidates and makes hits of them without asking again."""
-        keys, scores = self._held(qid).best(scale, pool, positive)
-        keys = [(self.first + n, r) for n, r in keys]
+        keys, scores = self._held(qid).best(scale, pool, positive, self.first)
         best = [keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()]
         near = sorted({(i, r + d) for i, r in best for d in (-1, 0, 1)})
         return keys, scores, self.rows(near), self.passages(near)[0] if near else {}
@@ -154,16 +153,16 @@ class Shard:
 
     # -- rows and passages ---------------------------------------------------------------------
 
-    def rows(self, keys: list[Key]) -> dict[Key, tuple[int, list[str]]]:
-        """(article row, stored tokens) of each existing key."""
+    def rows(self, keys: list[Key]) -> dict[Key, tuple[int, frozenset[str]]]:
+        """(article row, its stored tokens as a set) of each existing key."""
         out = {}
         for i, r in keys:
             seg = self._seg(i)
             if 0 <= r < seg.sentences:
-                out[(i, r)] = (int(seg.sentence_article[r]), list(map(seg.terms.__getitem__, seg.tokens(r).tolist())))
+                out[(i, r)] = (int(seg.sentence_article[r]), frozenset(map(seg.terms.__getitem__, seg.tokens(r).tolist())))
         return out
 
-    def passages(self, keys: list[Key], rows_of: list[Key] = ()) -> tuple[dict[Key, tuple], dict[Key, tuple[int, list[str]]]]:
+    def passages(self, keys: list[Key], rows_of: list[Key] = ()) -> tuple[dict[Key, tuple], dict[Key, tuple[int, frozenset[str]]]]:
         """qa.store.passages rows of each existing key (one query per segment), and rows(rows_of)."""
         out = {}
         for i, js in _by_segment(keys).items():
@@ -218,9 +217,9 @@ class _Scores:
         self.segments = segments
         self.acc: list[dict[str, np.ndarray]] = []
         self.docs: list[np.ndarray] = []  # per segment: live, allowed rows of the terms' window postings (repeats kept)
-        self.arts: list[np.ndarray] = []  # per segment: live, allowed articles holding a term (repeats kept)
+        self.arts: list[np.ndarray] = []  # per segment: live, allowed articles holding a term
         self.allowed: list[np.ndarray | None] = []
-        self.lists = 0  # the most times a row can recur in docs (or an article in arts)
+        self.lists = 0  # the most times a row can recur in docs
         self.top = dict.fromkeys(KEYWORD_LEVELS, 0.0)  # the best live score per level (filters aside)
         for seg in segments:
             acc, found = {}, {}
@@ -236,8 +235,11 @@ class _Scores:
                             np.add.at(a, idx, tfc * np.float32(count * idf_of[lv][t] / 255))
                             hit.append(idx)
                 acc[lv] = a
-                found[lv] = _joined(hit)
+                found[lv] = hit
                 self.lists = max(self.lists, len(hit))
+            # the rows (articles) holding a term; the sentence level's are needed only to find its
+            # best live score where rows were deleted
+            found = {lv: _joined(hit) for lv, hit in found.items() if lv != "sentence" or seg.live is not None}
             if seg.live is not None:
                 found = {"sentence": found["sentence"][seg.live[found["sentence"]]],
                          "window": found["window"][seg.live[found["window"]]],
@@ -252,7 +254,9 @@ class _Scores:
             docs, arts = found["window"], found["article"]
             self.acc.append(acc)
             self.docs.append(docs if ok is None else docs[ok[seg.sentence_article[docs]]])
-            self.arts.append(arts if ok is None else arts[ok[arts]])
+            held = np.zeros(seg.articles, bool)
+            held[arts if ok is None else arts[ok[arts]]] = True
+            self.arts.append(np.flatnonzero(held))
 
     def fused(self, n: int, scale: dict[str, float], rows: np.ndarray) -> np.ndarray:
         """Fused scores of rows of the n-th segment: each level divided by its best and weighted (scale)."""
@@ -274,36 +278,58 @@ class _Scores:
             out[js] = self.fused(i - first, scale, np.array([keys[j][1] for j in js], np.int64))
         return out
 
-    def best(self, scale: dict[str, float], pool: int, positive: bool) -> tuple[list[Key], np.ndarray]:
-        """The pool best (n, row) pairs per segment n by fused score (positive: only those above 0;
-        else live, allowed sentences fill up the pool).
+    def best(self, scale: dict[str, float], pool: int, positive: bool, first: int = 0) -> tuple[list[Key], np.ndarray]:
+        """The pool best (first + n, row) pairs of these segments (n: the n-th) by fused score, best
+        first per segment (positive: only those above 0; else live, allowed sentences fill up the pool).
 
         No pass over the whole index. A row scoring above 0 holds a term in its window (it is in
         the window postings) or lies in an article holding one; of the latter only the sentences of
         the pool best articles can make the pool (each of those articles has a sentence scoring at
         least as much). So the pool best rows are among the window postings' rows (each there
-        once per term at most), those articles' sentences and, unless positive, the filler: their
-        fused scores are taken as they come, repeats and all, and the best distinct rows kept."""
-        keys: list[Key] = []
-        scores = []
+        once per term at most), those articles' sentences and, unless positive, the filler.
+
+        The best articles' sentences are scored first; the pool-th best of them is a bar that a
+        posting's row can only reach when its article part plus the most its sentence and window
+        parts can add (each level's best here, weighted) reaches it: only those rows are scored.
+        Exact: a row left out scores below pool rows already scored."""
+        found = []  # per segment: (the window postings' rows, the best articles' sentences, filler)
         for n, seg in enumerate(self.segments):
             ok = self.allowed[n]
-            parts = [self.docs[n]]
+            sure = np.zeros(0, np.int64)
             if scale["article"] > 0 and len(self.arts[n]):
-                art, arts = self.acc[n]["article"], self.arts[n]
-                arts, _ = _top_distinct(arts, art[arts], pool, self.lists)
+                arts = self.arts[n]
                 # every sentence of the best articles: one of them may outscore the matching sentences
-                starts, counts = seg.article_first[arts], seg.article_length[arts]
-                parts.append(np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum()))
+                sure = _sentences(seg, _top_distinct(arts, self.acc[n]["article"][arts], pool, 1)[0])
+            filler = np.zeros(0, np.int64)
             if not positive:
                 filler = np.arange(min(seg.sentences, pool))
                 filler = filler if seg.live is None else filler[seg.live[filler]]
-                parts.append(filler if ok is None else filler[ok[seg.sentence_article[filler]]])
-            rows = _joined(parts)
-            rows, s = _top_distinct(rows, self.fused(n, scale, rows), pool, self.lists + len(parts) - 1)
+                filler = filler if ok is None else filler[ok[seg.sentence_article[filler]]]
+            found.append((self.docs[n], sure, filler))
+        sure_scores = [self.fused(n, scale, sure) for n, (_, sure, _) in enumerate(found)]
+        every = np.concatenate(sure_scores) if sure_scores else np.zeros(0, np.float32)
+        bar = float(np.partition(every, len(every) - pool)[len(every) - pool]) if len(every) >= pool else 0.0
+        room = scale["sentence"] * self.top["sentence"] + scale["window"] * self.top["window"]
+        keys: list[Key] = []
+        scores = []
+        for n, ((docs, sure, filler), s_sure) in enumerate(zip(found, sure_scores)):
+            repeats = self.lists + 2  # a row: once per term in docs, once in sure, once in filler
+            if bar > 0 and len(docs) and scale["article"] > 0:
+                seg, art, arts = self.segments[n], self.acc[n]["article"], self.arts[n]
+                cut = (bar - room - 1e-4 * max(1.0, bar)) / scale["article"]  # the margin: float32 rounding
+                # the articles that can reach the bar: all their sentences when they are fewer than the
+                # postings' rows (a sentence without a term in its window scores its article part)
+                good = arts[art[arts] >= cut]
+                if seg.article_length[good].sum() < len(docs):
+                    docs, repeats = _sentences(seg, good), 3
+                else:
+                    docs = docs[np.take(art, np.take(seg.sentence_article, docs)) >= cut]
+            rows = _joined([docs, filler])
+            s = np.concatenate([self.fused(n, scale, rows), s_sure])
+            rows, s = _top_distinct(np.concatenate([rows, sure]), s, pool, repeats)
             if positive:
                 rows, s = rows[s > 0], s[s > 0]
-            keys += [(n, r) for r in rows.tolist()]
+            keys += [(first + n, r) for r in rows.tolist()]
             scores.append(s)
         return keys, (np.concatenate(scores) if scores else np.zeros(0, np.float32))
 
@@ -342,6 +368,13 @@ def _by_segment(keys: list[Key]) -> dict[int, list[int]]:
     for j, (i, _) in enumerate(keys):
         out.setdefault(i, []).append(j)
     return out
+
+
+def _sentences(seg: Segment, arts: np.ndarray) -> np.ndarray:
+    """The rows of the live sentences of articles arts (article rows) of seg."""
+    counts = seg.article_length[arts]
+    rows = np.repeat(seg.article_first[arts] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    return rows if seg.live is None else rows[seg.live[rows]]
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
