@@ -107,8 +107,8 @@ def test_follow_up_says_what_it_was_read_with(r):
 def test_article_markup_in_cards_stays_text(r):
     article = parse_text_article(f"title: {NASTY}\nsource: <b>Evil</b> [Times](http://x)\n\n{NASTY}", "evil")
     turn = make_turn(r, "Which school was hit with cluster munitions?")
-    cited = replace(turn.answer.citations[0].passage, article_id="evil", title=article.title,
-                    source=article.source, paragraph=0, start=0, end=len(NASTY), text=NASTY)
+    cited = turn.answer.citations[0].passage._replace(article_id="evil", title=article.title, source=article.source,
+                                                      paragraph=0, start=0, end=len(NASTY), text=NASTY)
     ans = replace(turn.answer, citations=(Citation(1, cited, 1.0),))
     panel = sources_html([replace(turn, answer=ans, agreements=(), articles=(article,))])
     assert "<script" not in panel and "<img" not in panel and "<b>Evil" not in panel
