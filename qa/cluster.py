@@ -9,6 +9,7 @@ so questions keep being answered. Ray is imported through qa.distributed, only w
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 from qa import distributed
@@ -21,6 +22,18 @@ log = logging.getLogger(__name__)
 ACTOR_CPUS = 0.25
 
 
+class Served:
+    """A Ray actor holding a Shard. Its answers travel pickled: one bytes object crosses faster
+    than Ray serializing the same nested tuples and dicts itself (about 0.6 ms less for a 35 KB
+    answer on this machine, docs/deploy.md)."""
+
+    def __init__(self, *args):
+        self.shard = Shard(*args)
+
+    def call(self, name: str, *args) -> bytes:
+        return pickle.dumps(getattr(self.shard, name)(*args), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class Remote:
     """Shards in Ray actors: the same calls as qa.retrieve.Local, sent to every actor at once."""
 
@@ -31,12 +44,12 @@ class Remote:
         self.ray = distributed._ray()
 
     def call(self, name: str, *args) -> list:
-        return self.ray.get([getattr(a, name).remote(*args) for a in self.actors])
+        return [pickle.loads(b) for b in self.ray.get([a.call.remote(name, *args) for a in self.actors])]
 
     def call_each(self, name: str, args: list[tuple | None]) -> list:
-        refs = [None if x is None else getattr(a, name).remote(*x) for a, x in zip(self.actors, args)]
+        refs = [None if x is None else a.call.remote(name, *x) for a, x in zip(self.actors, args)]
         got = iter(self.ray.get([r for r in refs if r is not None]))
-        return [None if r is None else next(got) for r in refs]
+        return [None if r is None else pickle.loads(next(got)) for r in refs]
 
     def close(self) -> None:
         for a in self.actors:
@@ -64,9 +77,9 @@ def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actor
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # no task events: they cost every call a share of a millisecond, for Ray's dashboard only
-    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False)(Shard)
+    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False)(Served)
     runs = spread([int(s["sentences"]) for s in segments], actors)
     handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors) for run in runs]
-    ray.get([h.counts.remote() for h in handles])  # every actor has opened its segments
+    ray.get([h.call.remote("counts") for h in handles])  # every actor has opened its segments
     log.info("serving %d segments from %d Ray actors", len(segments), len(handles))
     return Remote(handles)
