@@ -173,6 +173,50 @@ def test_the_keyword_pool_is_the_best_of_every_sentence(keyword_index):
             assert kw.scores(pool)[0].tolist() == pool_scores.tolist()
 
 
+def test_the_pool_past_the_bar_is_the_best_of_every_sentence(tmp_path, monkeypatch):
+    """With many more articles than the pool, rows that cannot reach the best articles' pool-th
+    sentence are never scored (both ways of leaving them out: by the postings' rows, and by taking
+    the sentences of the articles that can), yet the pool is exactly that of scoring every sentence."""
+    import json
+    import random
+    from collections import Counter
+
+    from qa import shard
+    from qa.index import build_index
+    from qa.retrieve import _KeywordQuery
+    from qa.sentences import load_splitter
+    rng = random.Random(7)
+    words = ["harbour", "ferry", "storm", "council", "budget", "school", "river", "bridge", "strike", "museum",
+             "hospital", "election", "train", "festival", "market", "police", "farm", "airport", "court", "library"]
+    words += [f"{w}s" for w in words] + [f"{w}side" for w in words]  # 60 words: some rare in an article
+    lines = []
+    for a in range(150):
+        sentences = [" ".join(rng.choices(words, k=rng.randint(3, 9))).capitalize() + "." for _ in range(rng.randint(2, 8))]
+        lines.append(json.dumps({"id": f"a{a}", "title": f"Story {a}", "text": " ".join(sentences)}))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "news.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    build_index(tmp_path / "corpus", tmp_path / "index", load_splitter(), None, mode_reason="test", progress=False)
+    r = Retriever.load(tmp_path / "index")
+    (sh,) = r.shards.shards
+    ways = Counter()
+    real = shard._sentences
+    monkeypatch.setattr(shard, "_sentences", lambda seg, arts: ways.update(["calls"]) or real(seg, arts))
+    for q in ("ferry storm harbour", "council budget strike", "museum", "river bridge train airport", "court library"):
+        for size in (5, 12, 40):
+            kw = _KeywordQuery(r, Counter(tokenize(q)), None)
+            scores = sh._held(kw.qid)
+            every = np.concatenate([scores.fused(n, kw.scale, np.arange(seg.sentences)) for n, seg in enumerate(sh.segments)])
+            before = ways["calls"]
+            pool, pool_scores = kw.top(size, positive=True)
+            ways["good articles" if ways["calls"] - before > 1 else "postings' rows"] += 1
+            best = np.lexsort((np.arange(len(every)), -every))[:size]
+            best = best[every[best] > 0]
+            assert [r.offsets()[i] + row for i, row in pool] == best.tolist(), q
+            assert pool_scores.tolist() == every[best].tolist()
+            kw.close()
+    assert ways["good articles"] and ways["postings' rows"]  # both ways were taken
+
+
 def test_a_question_whose_scores_were_lost_is_asked_again(keyword_index, monkeypatch):
     """A shard that no longer holds a question's scores (a restarted Ray actor) says so, and the
     search starts again once instead of failing."""
