@@ -305,12 +305,13 @@ class Retriever:
         pool = max(50, 10 * k)
         rows_for = 2 * k + LOOKAHEAD  # through Ray, the rows that grouping usually reads come with the candidates
         positive = self.encoder is None
-        first = None if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None) \
-            else (pool, positive, rows_for)  # the first candidates asked for, when known now
+        # how well the words alone did decides the model's weight or the expansion, before candidates
+        check_coverage = self.encoder is not None and bool(question) and (w.dense_weak is not None or self.neighbours is not None)
+        first = None if check_coverage else (pool, positive, rows_for)  # the first candidates asked for, when known now
         keyword = _KeywordQuery(self, Counter(terms), filt, rows_for, first)
         try:
             covered = 1.0
-            if self.encoder is not None and question and (w.dense_weak is not None or self.neighbours is not None):
+            if check_coverage:
                 covered = self._coverage(keyword, terms)
                 extra = expand(terms, self.neighbours, QUESTION_FRAME) \
                     if self.neighbours is not None and w.expansion > 0 and covered < w.expand_below else []

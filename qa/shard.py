@@ -98,6 +98,8 @@ class Shard:
         for its rows_for best and their neighbours, rows() and passages(): through Ray, the
         retriever groups the candidates and makes hits of them without asking again."""
         keys, scores = self._held(qid).best(scale, pool, positive, self.first)
+        if not rows_for:  # in one process: the retriever asks for what grouping reads
+            return keys, scores, {}, {}
         best = [keys[j] for j in np.argsort(-scores, kind="stable")[:rows_for].tolist()]
         near = sorted({(i, r + d) for i, r in best for d in (-1, 0, 1)})
         return keys, scores, self.rows(near), self.passages(near)[0] if near else {}
