@@ -61,6 +61,7 @@ class Run:
     wall_s: float  # the command
     cpu_s: float  # the command and every process under it
     processes: int
+    driver_cpu_s: float  # the command's own process: with Ray, the driver that every worker feeds
 
 
 def tree_cpu(root: int, seen: dict[tuple[int, str], float]) -> None:
@@ -103,7 +104,9 @@ def run(label: str, workers: int, cmd: list[str], logs: Path) -> Run:
     if proc.returncode != 0 or found is None:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
                          f"{(out + logs.with_suffix('.err').read_text(errors='replace'))[-3000:]}")
-    return Run(label, workers, int(found[1].replace(",", "")), float(found[2]), wall, sum(seen.values()), len(seen))
+    driver = sum(v for (pid, _), v in seen.items() if pid == proc.pid)
+    return Run(label, workers, int(found[1].replace(",", "")), float(found[2]), wall, sum(seen.values()), len(seen),
+               driver)
 
 
 def builds(corpus: Path, model: str, workers: list[int], work: Path) -> list[Run]:
@@ -148,19 +151,20 @@ def table(title: str, runs: list[Run], encoder: list[tuple[float, float, int]] |
     enc = sum(e[0] for e in encoder) / len(encoder) if encoder else None
     head = ["ingest", "sentences", "build s", "sentences/s", "× one process", "× 1 worker"]
     head += ["× encoder alone"] if encoder else []
-    head += ["command wall s", "CPU s (processes)", "sentences per CPU s"]
+    head += ["command wall s", "CPU s (processes)", "sentences per CPU s", "driver CPU s", "sentences per driver CPU s"]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in runs:
         row = [r.label, f"{r.sentences:,}", f"{r.build_s:.1f}", f"{rate[r.label]:,.0f}",
                f"{rate[r.label] / rate[one.label]:.2f}×",
                f"{rate[r.label] / rate[first.label]:.2f}×" if first and r.workers else "—"]
         row += [f"{rate[r.label] / enc:.2f}×"] if encoder else []
-        row += [f"{r.wall_s:.1f}", f"{r.cpu_s:.1f} ({r.processes})", f"{r.sentences / r.cpu_s:,.0f}"]
+        row += [f"{r.wall_s:.1f}", f"{r.cpu_s:.1f} ({r.processes})", f"{r.sentences / r.cpu_s:,.0f}",
+                f"{r.driver_cpu_s:.1f}", f"{r.sentences / r.driver_cpu_s:,.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     if encoder:
         row = [f"encoder alone ({encoder[0][2]:,} sentences; before, after the builds)", "", "",
                f"{enc:,.0f} ({', '.join(f'{w:,.0f}' for w, _, _ in encoder)})", "", "", "1.00×", "", "",
-               ", ".join(f"{c:,.0f}" for _, c, _ in encoder)]
+               ", ".join(f"{c:,.0f}" for _, c, _ in encoder), "", ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
@@ -153,10 +154,11 @@ class CorpusReader:
         log.warning("%s: %s", where, message)
         self.problems.append(Problem(where, message))
 
-    def admit(self, where: str, article: Article) -> bool:
+    def admit(self, where: str, article: Article, key: str | None = None) -> bool:
         """True for an article to keep; a duplicate or an id clash is recorded instead. Call in stream
-        order: the first of two articles with the same text or id is the one kept."""
-        key = text_key(article.text)
+        order: the first of two articles with the same text or id is the one kept. key: its text_key,
+        when known."""
+        key = key or text_key(article.text)
         if key in self._id_by_text:
             log.info("%s: skipped %r, same text as %r", where, article.id, self._id_by_text[key])
             self.duplicates.append((article.id, self._id_by_text[key]))
@@ -253,6 +255,7 @@ def normalise_date(raw: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=16)  # a build asks for an article's key thrice in a row: reading, admitting, storing
 def text_key(text: str) -> str:
     """What makes two articles duplicates: the same text up to whitespace (sha1 hex)."""
     return hashlib.sha1(" ".join(text.split()).encode("utf-8")).hexdigest()

@@ -16,11 +16,11 @@ from typing import Iterator
 
 import numpy as np
 
-from qa.articles import Article, CorpusFile, CorpusReader, read_file
+from qa.articles import Article, CorpusFile, CorpusReader, read_file, text_key
 from qa.embed import Encoder
-from qa.index import Prepared, prepare
+from qa.index import Columns, Deferred, prepare
 from qa.selftrain import SELF_TRAINED
-from qa.sentences import Sentence, Splitter
+from qa.sentences import Splitter
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class RayIngest:
     readers: int | None = None
 
     def __call__(self, reader: CorpusReader, files: list[CorpusFile], splitter: Splitter,
-                 encoder: Encoder | None) -> Iterator[tuple[Article, CorpusFile, Prepared]]:
+                 encoder: Encoder | None) -> Iterator[tuple[Article, CorpusFile, Deferred]]:
         if not files:
             return
         ray = _ray()
@@ -124,25 +124,47 @@ class RayIngest:
 
 
 def admitted(batches, reader: CorpusReader, files: list[CorpusFile],
-             dim: int) -> Iterator[tuple[Article, CorpusFile, Prepared]]:
+             dim: int) -> Iterator[tuple[Article, CorpusFile, Deferred]]:
     """The driver's side: prepared rows (pyarrow tables, in corpus order) back to articles, problems
-    reported and duplicates skipped by reader, as reader.articles(files) does. dim: of the vectors (0: none)."""
+    reported and duplicates skipped by reader, as reader.articles(files) does. Only the articles' own
+    fields become Python objects here; their sentences, tokens and vectors stay in the block until the
+    segment writer takes them, a block at a time (Block.columns). dim: of the vectors (0: none)."""
+    import pyarrow.compute as pc
+
     for batch in batches:
-        for row in batch.to_pylist():
+        block = Block(batch, dim)
+        counts = pc.list_value_length(batch.column("starts")).to_numpy(zero_copy_only=False)
+        for i, row in enumerate(batch.select(["kind", "where", "message", "file", "key", *_FIELDS]).to_pylist()):
             if row["kind"] == PROBLEM:
                 reader.report(row["where"], row["message"])
                 continue
             article = Article(**{k: row[k] for k in _FIELDS})
-            if reader.admit(row["where"], article):
-                yield article, files[row["file"]], _prepared(article, row, dim)
+            if reader.admit(row["where"], article, row["key"]):
+                yield article, files[row["file"]], Deferred(block, i, int(counts[i]), row["key"])
 
 
-def _prepared(article: Article, row: dict, dim: int) -> Prepared:
-    text, aid = article.text, article.id
-    sentences = [Sentence(f"{aid}:{i}", aid, i, p, s, e, text[s:e])
-                 for i, (s, e, p) in enumerate(zip(row["starts"], row["ends"], row["paragraphs"]))]
-    vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(sentences), dim) if dim else None
-    return Prepared(sentences, row["tokens"], row["title_tokens"], vectors)
+class Block:
+    """A block of prepared rows, as the driver got it: the arrays of some of its rows on demand."""
+
+    def __init__(self, table, dim: int):
+        self.table, self.dim = table, dim
+
+    def columns(self, rows: list[int]) -> Columns:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        t = self.table.take(pa.array(rows, type=pa.int64()))
+        tokens = pc.list_flatten(t.column("tokens")).combine_chunks().dictionary_encode()  # terms by first use
+
+        def flat(name: str) -> np.ndarray:
+            return pc.list_flatten(t.column(name)).to_numpy().astype(np.int64)
+
+        vectors = None
+        if self.dim:
+            vectors = np.frombuffer(b"".join(t.column("vectors").to_pylist()), dtype=np.float32).reshape(-1, self.dim)
+        return Columns(tokens.dictionary.to_pylist(), tokens.indices.to_numpy().astype(np.int64), flat("lengths"),
+                       pc.list_value_length(t.column("starts")).to_numpy().astype(np.int64), flat("paragraphs"),
+                       flat("starts"), flat("ends"), vectors)
 
 
 # -- on the cluster ---------------------------------------------------------------------------------
@@ -153,9 +175,11 @@ def _schemas():
     strings = [pa.field(k, pa.string()) for k in ("kind", "where", "message", *_FIELDS)]
     read = pa.schema([*strings, pa.field("file", pa.int32())])
     ints = pa.list_(pa.int32())
+    # per article: its sentences' spans and paragraphs; its sentences' token counts and then its title's,
+    # and those tokens (qa.index.Columns); its text_key; its sentences' vectors, float32 bytes
     prepared = pa.schema([*read, pa.field("starts", ints), pa.field("ends", ints), pa.field("paragraphs", ints),
-                          pa.field("tokens", pa.list_(pa.list_(pa.string()))),
-                          pa.field("title_tokens", pa.list_(pa.string())), pa.field("vectors", pa.binary())])
+                          pa.field("lengths", ints), pa.field("tokens", pa.list_(pa.string())),
+                          pa.field("key", pa.string()), pa.field("vectors", pa.binary())])
     return read, prepared
 
 
@@ -229,23 +253,32 @@ class Prepare:
     def __call__(self, batch):
         import pyarrow as pa
 
-        rows = batch.to_pylist()
+        new = {name: [] for name in ("starts", "ends", "paragraphs", "lengths", "tokens", "key")}
         texts, counts = [], []
-        for row in rows:
+        for row in batch.select(["kind", *_FIELDS]).to_pylist():
             if row["kind"] != ARTICLE:
-                row.update(starts=[], ends=[], paragraphs=[], tokens=[], title_tokens=[], vectors=b"")
+                for name, column in new.items():
+                    column.append("" if name == "key" else [])
                 counts.append(0)
                 continue
-            p = prepare(Article(**{k: row[k] for k in _FIELDS}), self.splitter)
-            row.update(starts=[s.start for s in p.sentences], ends=[s.end for s in p.sentences],
-                       paragraphs=[s.paragraph for s in p.sentences], tokens=p.tokens, title_tokens=p.title_tokens,
-                       vectors=b"")
+            article = Article(**{k: row[k] for k in _FIELDS})
+            p = prepare(article, self.splitter)
+            new["starts"].append([s.start for s in p.sentences])
+            new["ends"].append([s.end for s in p.sentences])
+            new["paragraphs"].append([s.paragraph for s in p.sentences])
+            new["lengths"].append([*map(len, p.tokens), len(p.title_tokens)])
+            new["tokens"].append([t for sentence in (*p.tokens, p.title_tokens) for t in sentence])
+            new["key"].append(text_key(article.text))
             texts += [s.text for s in p.sentences]
             counts.append(len(p.sentences))
+        vectors = [b""] * len(counts)
         if self.encoder is not None and texts:
-            vectors = self.encoder.encode_documents(texts)
+            embedded = self.encoder.encode_documents(texts)
             ends = np.cumsum(counts)
-            for row, end, n in zip(rows, ends, counts):
+            for j, (end, n) in enumerate(zip(ends, counts)):
                 if n:
-                    row["vectors"] = np.ascontiguousarray(vectors[end - n:end], dtype=np.float32).tobytes()
-        return pa.Table.from_pylist(rows, schema=self.schema)
+                    vectors[j] = np.ascontiguousarray(embedded[end - n:end], dtype=np.float32).tobytes()
+        columns = {name: batch.column(name) for name in batch.column_names}  # the read rows pass through as they are
+        columns.update(new, vectors=vectors)
+        return pa.table({f.name: pa.array(columns[f.name], type=f.type) if isinstance(columns[f.name], list)
+                         else columns[f.name] for f in self.schema}, schema=self.schema)

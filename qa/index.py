@@ -33,7 +33,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -344,12 +344,37 @@ def prepare(article: Article, splitter: Splitter) -> Prepared:
     return Prepared(sentences, [tokenize(s.text) for s in sentences], tokenize(article.title))
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Articles prepared together, as arrays, in article order: per article, its sentences' token counts
+    and then its title's (lengths), and those tokens in that order (ids: into terms, the distinct tokens
+    in order of first use); its sentence count, their paragraphs and character spans; their vectors."""
+    terms: list[str]
+    ids: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+    paragraphs: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    vectors: np.ndarray | None  # (sentences, d) float32, or None when not embedded
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An article prepared among others whose arrays are taken together (qa.distributed: a row of a Ray
+    block): its sentence count and text_key now, its arrays when the writer asks source.columns(rows)."""
+    source: Any  # has columns(rows: list[int]) -> Columns
+    row: int
+    sentences: int
+    key: str  # its text_key
+
+
 # How a build reads and prepares its articles when not in this process: called with (reader, files,
-# splitter, encoder or None), it yields (article, its file, Prepared) in the order reader.articles(files)
-# would, admitting each with reader.admit and reporting problems with reader.report; embedded when given
-# an encoder. qa.distributed.RayIngest is one.
+# splitter, encoder or None), it yields (article, its file, Prepared or Deferred) in the order
+# reader.articles(files) would, admitting each with reader.admit and reporting problems with
+# reader.report; embedded when given an encoder. qa.distributed.RayIngest is one.
 Ingest = Callable[["articles.CorpusReader", list, Splitter, "Encoder | None"],
-                  Iterator[tuple[Article, "articles.CorpusFile", Prepared]]]
+                  Iterator[tuple[Article, "articles.CorpusFile", "Prepared | Deferred"]]]
 
 
 class SegmentWriter:
@@ -360,6 +385,7 @@ class SegmentWriter:
         folder.mkdir(parents=True)
         self.db = store.connect(folder / "store.sqlite")
         self.vocab: dict[str, int] = {}
+        self.file_ids: dict[str, int] = {}  # origin -> its row in the store's files
         # in chunks (an article's, or a merged segment's): token ids in self.vocab, tokens per sentence,
         # the article of each sentence; the same for titles, per article
         self.tokens: list[np.ndarray] = []
@@ -374,19 +400,40 @@ class SegmentWriter:
         self.vectors: list[np.ndarray] = []  # vectors carried over (a merge) or prepared, in sentence order
         self.fingerprint = 0
         self.n_sentences = self.n_articles = 0
+        self.pending: list[tuple[Article, str, Deferred]] = []  # deferred articles of one source, not yet taken
+        self.pending_sentences = 0
+        self.pending_embedded = False  # whether they come with vectors
+
+    @property
+    def sentences(self) -> int:
+        """Sentences added so far, deferred ones included."""
+        return self.n_sentences + self.pending_sentences
+
+    def _file(self, origin: str) -> int:
+        if origin not in self.file_ids:
+            self.file_ids[origin] = store.file_id(self.db, origin)
+        return self.file_ids[origin]
 
     def _ids(self, terms: list[str]) -> np.ndarray:
         v = self.vocab
         return np.fromiter((v.setdefault(t, len(v)) for t in terms), dtype=np.int32, count=len(terms))
 
-    def add(self, article: Article, origin: str, prepared: Prepared, keep_texts: bool) -> None:
+    def add(self, article: Article, origin: str, prepared: Prepared | Deferred, keep_texts: bool) -> None:
         """Add a new article, split and tokenized; its vectors are the prepared ones, or else (keep_texts)
-        its sentences are embedded when the segment is finished."""
+        its sentences are embedded when the segment is finished. Deferred articles are taken a source
+        at a time, in the order added."""
+        if self.pending and (not isinstance(prepared, Deferred) or prepared.source is not self.pending[0][2].source):
+            self._take_pending()
+        if isinstance(prepared, Deferred):
+            self.pending_embedded = keep_texts
+            self.pending.append((article, origin, prepared))
+            self.pending_sentences += prepared.sentences
+            return
         sentences, row = prepared.sentences, self.n_articles
-        store.insert_article(self.db, row, self.n_sentences, article, origin, text_key(article.text), sentences)
-        tokens = [self._ids(t) for t in prepared.tokens]
-        self.tokens += tokens
-        self.lengths.append(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
+        store.insert_article(self.db, row, self.n_sentences, article, self._file(origin), text_key(article.text),
+                             sentences)
+        self.tokens.append(self._ids([t for sentence in prepared.tokens for t in sentence]))  # numbered at once
+        self.lengths.append(np.fromiter(map(len, prepared.tokens), dtype=np.int64, count=len(sentences)))
         self.sentence_article.append(np.full(len(sentences), row, dtype=np.int32))
         self._articles([self._ids(prepared.title_tokens)], [article.source], [_date_number(article.published)])
         self.fingerprint = (self.fingerprint + article_fingerprint(article.id, article.content_hash)) % FINGERPRINT_MOD
@@ -395,6 +442,37 @@ class SegmentWriter:
             self.vectors.append(prepared.vectors)
         elif keep_texts:
             self.texts += [s.text for s in sentences]
+
+    def _take_pending(self) -> None:
+        """Write the deferred articles: their arrays asked of their source at once, numbered and stored
+        as add would have, one by one."""
+        arts = [a for a, _, _ in self.pending]
+        cols = self.pending[0][2].source.columns([d.row for _, _, d in self.pending])
+        if self.pending_embedded and cols.vectors is None:
+            raise ValueError("deferred articles for a segment with vectors come without theirs")
+        rows = np.arange(self.n_articles, self.n_articles + len(arts))
+        store.insert_articles(self.db, rows.tolist(), self.n_sentences, arts,
+                              [self._file(o) for _, o, _ in self.pending], [d.key for _, _, d in self.pending],
+                              cols.counts, cols.paragraphs, cols.starts, cols.ends)
+        v = self.vocab
+        ids = np.fromiter((v.setdefault(t, len(v)) for t in cols.terms), dtype=np.int32,
+                          count=len(cols.terms))[cols.ids]
+        title_at = np.cumsum(cols.counts + 1) - 1  # each article's last length is its title's
+        is_title = np.zeros(len(cols.lengths), dtype=bool)
+        is_title[title_at] = True
+        token_of_title = np.repeat(is_title, cols.lengths)
+        self.tokens.append(ids[~token_of_title])
+        self.lengths.append(cols.lengths[~is_title].astype(np.int64))
+        self.sentence_article.append(np.repeat(rows.astype(np.int32), cols.counts))
+        titles = np.split(ids[token_of_title], np.cumsum(cols.lengths[is_title])[:-1])
+        self._articles(titles, [a.source for a in arts], [_date_number(a.published) for a in arts])
+        for a in arts:
+            self.fingerprint += article_fingerprint(a.id, a.content_hash)
+        self.fingerprint %= FINGERPRINT_MOD
+        self.n_sentences += int(cols.counts.sum())
+        if cols.vectors is not None:
+            self.vectors.append(cols.vectors)
+        self.pending, self.pending_sentences = [], 0
 
     def _articles(self, titles: list[np.ndarray], sources: list[str], dates) -> None:
         """titles: each article's title as token ids."""
@@ -434,6 +512,8 @@ class SegmentWriter:
 
     def finish(self, encoder: Encoder | None, files: Iterable[store.FileRecord] = (), progress: bool = False) -> dict:
         """Write everything; returns the segment's entry for the manifest."""
+        if self.pending:
+            self._take_pending()
         store.insert_files(self.db, files)
         self.db.commit()
         self.db.close()
@@ -709,6 +789,7 @@ class _Build:
     def _write_new(self, readers, changed, old_articles, records) -> tuple[int, int, set[str]]:
         """Stream the changed files' articles into new segments; returns (added, updated, ids seen)."""
         by_reader: dict[int, list] = {}
+        origin_of = dict(changed)
         for f, o in changed:
             for i, r in enumerate(readers):
                 if f in r.files:
@@ -723,7 +804,7 @@ class _Build:
         sentences_done = 0
         for i, files in sorted(by_reader.items()):
             for article, f, prepared in self._stream(readers[i], files, keep_texts):
-                origin = (_origin(f.rel, self.root) if i == 0 else str((self.root / f.rel).resolve()))
+                origin = origin_of[f]
                 seen.add(article.id)
                 old = old_articles.get(article.id)
                 if old is not None and old[1].content_hash == article.content_hash:
@@ -734,7 +815,7 @@ class _Build:
                     self.problems.append(Problem(f.rel, f"skipped {article.id!r}: the id is already used by an "
                                                         "article of another file; give one of them another id"))
                     continue
-                key = text_key(article.text)
+                key = prepared.key if isinstance(prepared, Deferred) else text_key(article.text)
                 # an article of a file being read again is no repeat: that file decides what it holds now
                 repeat = keys_here.get(key) or next(
                     (r[1] for _, r in self._find_live(store.articles_by_text_key, [key])
@@ -754,12 +835,12 @@ class _Build:
                 keys_here[key] = article.id
                 if writer is None:
                     writer = SegmentWriter(self._new_folder())
-                prepared = prepared or prepare(article, self.splitter)
-                writer.add(article, origin, prepared, keep_texts)
-                sentences_done += len(prepared.sentences)
+                before = writer.sentences
+                writer.add(article, origin, prepared or prepare(article, self.splitter), keep_texts)
+                sentences_done += writer.sentences - before
                 bar.update(1)
                 bar.set_postfix_str(f"{sentences_done:,} sentences", refresh=False)
-                if writer.n_sentences >= FLUSH_SENTENCES:
+                if writer.sentences >= FLUSH_SENTENCES:
                     self._flush(writer, [])
                     writer = None
         bar.close()
@@ -767,8 +848,8 @@ class _Build:
             self._flush(writer, records)
         return added, updated, seen
 
-    def _stream(self, reader: "articles.CorpusReader", files, embed: bool) -> Iterator[tuple[Article, object,
-                                                                                             Prepared | None]]:
+    def _stream(self, reader: "articles.CorpusReader", files, embed: bool) -> Iterator[
+            tuple[Article, object, Prepared | Deferred | None]]:
         """(article, its file, Prepared or None: prepared only when written) in stream order."""
         if self.ingest is not None:
             before = len(reader.problems)

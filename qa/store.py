@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from qa.articles import Article
 from qa.sentences import Sentence
 
@@ -107,20 +109,41 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 
 # -- writing a segment -------------------------------------------------------------------------
 
-def _file_id(db: sqlite3.Connection, origin: str) -> int:
+def file_id(db: sqlite3.Connection, origin: str) -> int:
+    """The row of origin in the store's files, added when new."""
     db.execute("INSERT OR IGNORE INTO files (origin) VALUES (?)", (origin,))
     return db.execute("SELECT id FROM files WHERE origin = ?", (origin,)).fetchone()[0]
 
 
-def insert_article(db: sqlite3.Connection, row: int, first_sentence: int, article: Article, origin: str,
+def insert_article(db: sqlite3.Connection, row: int, first_sentence: int, article: Article, file: int,
                    text_key: str, sentences: list[Sentence]) -> None:
-    """Store article as row `row`, its sentences as rows first_sentence, first_sentence + 1, …"""
-    a = article
-    db.execute("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (row, a.id, a.title, a.source, a.published, a.url, a.text, _file_id(db, origin),
-                bytes.fromhex(a.content_hash), bytes.fromhex(text_key)))
-    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)",
-                   [(first_sentence + i, row, s.index, s.paragraph, s.start, s.end) for i, s in enumerate(sentences)])
+    """Store article as row `row`, its sentences as rows first_sentence, first_sentence + 1, …; file: its
+    file's row (file_id)."""
+    _insert(db, [_article_row(row, article, file, text_key)],
+            [(first_sentence + i, row, s.index, s.paragraph, s.start, s.end) for i, s in enumerate(sentences)])
+
+
+def insert_articles(db: sqlite3.Connection, rows: list[int], first_sentence: int, articles: list[Article],
+                    files: list[int], text_keys: list[str], counts: np.ndarray, paragraphs: np.ndarray,
+                    starts: np.ndarray, ends: np.ndarray) -> None:
+    """Store articles as rows `rows`, their sentences (counts[i] each: paragraphs, character spans, all
+    articles' in one array) as rows first_sentence, first_sentence + 1, …"""
+    n = int(counts.sum())
+    article = np.repeat(np.asarray(rows, dtype=np.int64), counts)
+    idx = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    _insert(db, map(_article_row, rows, articles, files, text_keys),
+            zip(range(first_sentence, first_sentence + n), article.tolist(), idx.tolist(), paragraphs.tolist(),
+                starts.tolist(), ends.tolist()))
+
+
+def _article_row(row: int, a: Article, file: int, text_key: str) -> tuple:
+    return row, a.id, a.title, a.source, a.published, a.url, a.text, file, bytes.fromhex(a.content_hash), \
+        bytes.fromhex(text_key)
+
+
+def _insert(db: sqlite3.Connection, articles: Iterable[tuple], sentences: Iterable[tuple]) -> None:
+    db.executemany("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", articles)
+    db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?)", sentences)
 
 
 def insert_files(db: sqlite3.Connection, records: Iterable[FileRecord]) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
@@ -22,8 +21,15 @@ _IRREGULAR = {form: verb for verb, forms in language.IRREGULAR_VERBS for form in
 _stemmer = Stemmer.Stemmer(language.STEMMER)
 
 
-@lru_cache(maxsize=200_000)
-def _stem(word: str) -> str:
+_WORDS: dict[str, str] = {}  # word -> its token ('' for none): a word is looked at once
+_MAX_WORDS = 200_000  # then the cache starts afresh (an archive's names and numbers never end)
+
+
+def _token(word: str) -> str:
+    if "." in word:
+        return word.replace(".", "")  # an acronym, kept even when it spells a stopword
+    if word in STOPWORDS or (len(word) < 2 and not word.isdigit()) or word == "_":
+        return ""
     word = _IRREGULAR.get(word, word)
     for pattern, replacement in _BRITISH:
         word = pattern.sub(replacement, word)
@@ -32,12 +38,15 @@ def _stem(word: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Stemmed content words of text, in order ("380,000" and "U.S." stay one token; lone letters go)."""
-    out = []
+    out, cache = [], _WORDS
     for w in _WORD.findall(_THOUSANDS.sub("", text.lower())):
-        if "." in w:
-            out.append(w.replace(".", ""))  # an acronym, kept even when it spells a stopword
-        elif w not in STOPWORDS and (len(w) > 1 or w.isdigit()) and w != "_":
-            out.append(_stem(w))
+        t = cache.get(w)
+        if t is None:
+            if len(cache) >= _MAX_WORDS:
+                cache.clear()
+            t = cache[w] = _token(w)
+        if t:
+            out.append(t)
     return out
 
 

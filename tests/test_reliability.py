@@ -48,7 +48,14 @@ def test_two_qa_index_at_once(tmp_path, corpus_dir):
     shutil.copytree(corpus_dir, corpus)
     synthetic_corpus(corpus, 200)
     ix = tmp_path / "ix"
-    procs = [subprocess.Popen([*QA, "index", str(corpus), "--index", str(ix), "--model", "none", *extra],
+    # each build spends 20 ms on an article (4 s in all), so the one that starts second finds the lock taken
+    slow = ("import sys, time; from qa import cli, sentences\n"
+            "class Slow(sentences.Splitter):\n"
+            "    def split(self, a, t):\n        time.sleep(0.02); return super().split(a, t)\n"
+            "s = sentences.load_splitter(); cli.load_splitter = lambda: Slow(s.name, s.tokenizer)\n"
+            "sys.exit(cli.main(sys.argv[1:]))")
+    procs = [subprocess.Popen([sys.executable, "-c", slow, "index", str(corpus), "--index", str(ix), "--model", "none",
+                               *extra],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for extra in ((), ("--rebuild",))]
     outs = [p.communicate(timeout=300) for p in procs]
