@@ -11,7 +11,7 @@ of every process under it (Ray's GCS, raylet and workers), sampled from /proc ev
 (a process's last SAMPLE_S is missed). The encoder's own rate: encode_documents of ENCODER_SAMPLE
 sentences of the model archive in this process (torch's default threads), before and after the builds.
 
-    nice -n 10 .venv/bin/python bench/distributed.py [--keyword 100k] [--model 5k] [--workers 1,2]
+    nice -n 10 .venv/bin/python bench/distributed.py [--keyword 100k|none] [--model 5k] [--workers 1,2]
         [--skip-model] [--serve 100k,1M|none] [--actors 1,2] [--skip-ingest]
         [--data ../shared/data] [--cache /tmp/qa-scale] [--work /tmp/qa-distributed]
 
@@ -239,7 +239,7 @@ def serving(size: str, actor_counts: list[int], args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keyword", default="100k", help="sentences of the keyword-only archive")
+    parser.add_argument("--keyword", default="100k", help="sentences of the keyword-only archive (none: skip)")
     parser.add_argument("--model", default="5k", help="sentences of the archive built with the default model")
     parser.add_argument("--workers", default="1,2", help="Ray workers to try, comma-separated")
     parser.add_argument("--skip-model", action="store_true", help="the keyword-only builds alone")
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     print(f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}; `python bench/distributed.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
-    if not args.skip_ingest:
+    if not args.skip_ingest and args.keyword != "none":
         kw = synth.ensure_archive(synth.parse_size(args.keyword), args.data, args.cache, log=say)
         print(table(f"Keyword-only ({args.keyword} archive)", builds(kw.corpus, "none", workers, args.work)))
     if not args.skip_model and not args.skip_ingest:

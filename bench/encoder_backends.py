@@ -62,7 +62,7 @@ log = logging.getLogger("encoder_backends")
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "squad"
 K = 10
-BATCH = 128  # Encoder.encode_documents' default
+BATCH = 128  # every backend at one batch size (qa.embed now uses CPU_BATCH, 16, on CPU: docs/benchmarks.md)
 MAX_DELTA = 0.01  # issue #11: keep a backend only if ReQA MRR@10 stays within 0.01
 FASTER = 1.1  # a new runtime dependency is worth it from 10% up, not for a gain within run-to-run noise
 QUANT_CONFIG = "avx2"  # this CPU has AVX2 but no AVX-512/VNNI (see /proc/cpuinfo)
