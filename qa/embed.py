@@ -72,8 +72,10 @@ class Encoder:
 
     def __init__(self, model, name: str, fingerprint: str = ""):
         self.model = model
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
         # sentences per forward pass while the model is on a CPU: small for a transformer
-        self.cpu_batch = BATCH if type(model[0]).__name__ == "StaticEmbedding" else CPU_BATCH
+        self.cpu_batch = BATCH if isinstance(model[0], StaticEmbedding) else CPU_BATCH
         self.info = EncoderInfo(name=name, dim=int(model.get_embedding_dimension()), fingerprint=fingerprint)
 
     def encode_documents(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:

@@ -329,12 +329,10 @@ def _date_number(published: str) -> int:
 
 @dataclass(frozen=True)
 class Prepared:
-    """An article made ready for a segment: its sentences, their keyword tokens, its title's and, when
-    it was embedded where it was prepared (qa.distributed), its sentences' vectors."""
+    """An article made ready for a segment: its sentences, their keyword tokens and its title's."""
     sentences: list[Sentence]
     tokens: list[list[str]]  # per sentence
     title_tokens: list[str]
-    vectors: np.ndarray | None = None  # (len(sentences), d) float32, unit length
 
 
 def prepare(article: Article, splitter: Splitter) -> Prepared:
@@ -397,7 +395,7 @@ class SegmentWriter:
         self.sources: dict[str, int] = {}
         self.article_source: list[np.ndarray] = []
         self.texts: list[str] = []  # sentences to embed, when the segment gets vectors from an encoder
-        self.vectors: list[np.ndarray] = []  # vectors carried over (a merge) or prepared, in sentence order
+        self.vectors: list[np.ndarray] = []  # vectors carried over (a merge) or deferred, in sentence order
         self.fingerprint = 0
         self.n_sentences = self.n_articles = 0
         self.pending: list[tuple[Article, str, Deferred]] = []  # deferred articles of one source, not yet taken
@@ -419,9 +417,9 @@ class SegmentWriter:
         return np.fromiter((v.setdefault(t, len(v)) for t in terms), dtype=np.int32, count=len(terms))
 
     def add(self, article: Article, origin: str, prepared: Prepared | Deferred, keep_texts: bool) -> None:
-        """Add a new article, split and tokenized; its vectors are the prepared ones, or else (keep_texts)
-        its sentences are embedded when the segment is finished. Deferred articles are taken a source
-        at a time, in the order added."""
+        """Add a new article, split and tokenized; with keep_texts, its sentences are embedded when the
+        segment is finished, unless it is Deferred, which comes with its vectors. Deferred articles are
+        taken a source at a time, in the order added."""
         if self.pending and (not isinstance(prepared, Deferred) or prepared.source is not self.pending[0][2].source):
             self._take_pending()
         if isinstance(prepared, Deferred):
@@ -438,9 +436,7 @@ class SegmentWriter:
         self._articles([self._ids(prepared.title_tokens)], [article.source], [_date_number(article.published)])
         self.fingerprint = (self.fingerprint + article_fingerprint(article.id, article.content_hash)) % FINGERPRINT_MOD
         self.n_sentences += len(sentences)
-        if prepared.vectors is not None:
-            self.vectors.append(prepared.vectors)
-        elif keep_texts:
+        if keep_texts:
             self.texts += [s.text for s in sentences]
 
     def _take_pending(self) -> None:
