@@ -25,12 +25,24 @@ ACTOR_CPUS = 0.25
 class Served:
     """A Ray actor holding a Shard. Its answers travel pickled: one bytes object crosses faster
     than Ray serializing the same nested tuples and dicts itself (about 0.6 ms less for a 35 KB
-    answer on this machine, docs/deploy.md)."""
+    answer on this machine, docs/deploy.md).
 
-    def __init__(self, *args):
-        self.shard = Shard(*args)
+    whole: the retriever's weights when this actor holds every segment: it then also answers
+    "search" with a qa.retrieve.Retriever of its own over its Shard, the same code as in one
+    process, so a question costs one round trip instead of two or three."""
+
+    def __init__(self, gen: str, names: list[str], first: int, load_vectors: bool, whole=None):
+        self.shard = Shard(gen, names, first, load_vectors)
+        self.retriever = None
+        if whole is not None:
+            from qa.index import Manifest
+            from qa.retrieve import Local, Retriever
+            self.retriever = Retriever(Path(gen), Manifest.read(Path(gen) / "manifest.json"), None,
+                                       weights=whole, shards=Local([self.shard]), dense=load_vectors)
 
     def call(self, name: str, *args) -> bytes:
+        if name == "search":
+            return pickle.dumps(self.retriever.search_with(*args), protocol=pickle.HIGHEST_PROTOCOL)
         return pickle.dumps(getattr(self.shard, name)(*args), protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -39,8 +51,9 @@ class Remote:
 
     remote = True  # a call is a round trip: shards send the rows a search will need with their answers
 
-    def __init__(self, actors: list):
+    def __init__(self, actors: list, whole: bool = False):
         self.actors = actors
+        self.whole = whole  # one actor holding every segment searches for the retriever (Served)
         self.ray = distributed._ray()
 
     def call(self, name: str, *args) -> list:
@@ -69,9 +82,12 @@ def spread(sizes: list[int], actors: int) -> list[range]:
     return [range(a, b) for a, b in zip(cuts, [*cuts[1:], len(sizes)])]
 
 
-def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actors: int | None = None) -> Remote:
+def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actors: int | None = None,
+          whole=None) -> Remote:
     """Actors holding the generation's segments (manifest entries), on the cluster at where
-    (qa.distributed.connect); actors: how many (default: one per CPU of the cluster)."""
+    (qa.distributed.connect); actors: how many (default: one per CPU of the cluster). whole: the
+    retriever's weights, when one actor holding every segment may run whole searches (not with
+    query expansion: its word neighbours come from the model, which actors do not load)."""
     distributed.connect(where)
     ray = distributed._ray()
     if actors is None:
@@ -79,7 +95,9 @@ def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actor
     # no task events: they cost every call a share of a millisecond, for Ray's dashboard only
     actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False)(Served)
     runs = spread([int(s["sentences"]) for s in segments], actors)
-    handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors) for run in runs]
+    whole = whole if len(runs) == 1 else None
+    handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors, whole)
+               for run in runs]
     ray.get([h.call.remote("counts") for h in handles])  # every actor has opened its segments
     log.info("serving %d segments from %d Ray actors", len(segments), len(handles))
-    return Remote(handles)
+    return Remote(handles, whole is not None)

@@ -116,6 +116,7 @@ class Local:
     """Shards in this process: a call is a method call."""
 
     remote = False  # a call costs no round trip: ask only for what is needed, when it is needed
+    whole = False  # the retriever merges the shards' answers (qa.cluster.Remote: maybe one actor does it all)
 
     def __init__(self, shards: list[Shard]):
         self.shards = shards
@@ -144,13 +145,16 @@ class Retriever:
     (qa.cluster); the retriever merges their answers the same way in both cases."""
 
     def __init__(self, gen: Path, manifest: Manifest, encoder: Encoder | None, notice: str = "",
-                 weights: Weights = Weights(), shards=None):
+                 weights: Weights = Weights(), shards=None, dense: bool | None = None):
+        """dense: the segments' vectors are searched (default: when there is an encoder; a Ray actor
+        searching for the driver holds the vectors and is sent each question's vector)."""
         self.manifest, self.encoder, self.weights = manifest, encoder, weights
+        self.dense = encoder is not None if dense is None else dense
         self.notice = notice or manifest.mode_reason
         self.ray: str | None = None  # the Ray cluster serving the shards (Retriever.load), None: this process
         self.actors: int | None = None
         names = [s["name"] for s in manifest.segments]
-        self.shards = shards if shards is not None else Local([Shard(gen, names, 0, load_vectors=encoder is not None)])
+        self.shards = shards if shards is not None else Local([Shard(gen, names, 0, load_vectors=self.dense)])
         parts = self.shards.call("counts")
         counts = [c for part in parts for c in part]
         self.owner = [j for j, part in enumerate(parts) for _ in part]  # which shard holds segment i
@@ -214,7 +218,9 @@ class Retriever:
         shards = None
         if ray:
             from qa import cluster
-            shards = cluster.serve(gen, manifest.segments, encoder is not None, ray, actors)
+            expanding = encoder is not None and weights.expansion > 0
+            shards = cluster.serve(gen, manifest.segments, encoder is not None, ray, actors,
+                                   whole=None if expanding else weights)
         r = cls(gen, manifest, encoder, notice, weights, shards)
         r.ray, r.actors = ray, actors
         return r
@@ -293,20 +299,27 @@ class Retriever:
         """The k best hits for question, best first; near-identical sentences of different
         articles are merged into one hit. Filters: outlet names, ISO dates (inclusive)."""
         filt = _filter(sources, since, until)
-        try:
-            return self._search(question, k, filt)
-        except QuestionLost:  # a restarted actor, or a burst of questions: once more, from the start
-            return self._search(question, k, filt)
-
-    def _search(self, question: str, k: int, filt) -> list[Hit]:
         question = question.strip()[:MAX_QUESTION_CHARS]
+        qv = self.encoder.encode_queries([question]) if self.encoder is not None and question else None
+        if self.shards.whole:  # one Ray actor holds every segment: the whole search runs there, one call
+            return self.shards.call("search", question, k, filt, qv)[0]
+        return self.search_with(question, k, filt, qv)
+
+    def search_with(self, question: str, k: int, filt, qv: np.ndarray | None) -> list[Hit]:
+        """search for a stripped question, a filter (qa.shard.Filter) and its vector (with dense)."""
+        try:
+            return self._search(question, k, filt, qv)
+        except QuestionLost:  # a restarted actor, or a burst of questions: once more, from the start
+            return self._search(question, k, filt, qv)
+
+    def _search(self, question: str, k: int, filt, qv: np.ndarray | None) -> list[Hit]:
         terms = tokenize(question)
         w = self.weights
         pool = max(50, 10 * k)
         rows_for = 2 * k + LOOKAHEAD  # through Ray, the rows that grouping usually reads come with the candidates
-        positive = self.encoder is None
+        positive = not self.dense
         # how well the words alone did decides the model's weight or the expansion, before candidates
-        check_coverage = self.encoder is not None and bool(question) and (w.dense_weak is not None or self.neighbours is not None)
+        check_coverage = self.dense and bool(question) and (w.dense_weak is not None or self.neighbours is not None)
         first = None if check_coverage else (pool, positive, rows_for)  # the first candidates asked for, when known now
         keyword = _KeywordQuery(self, Counter(terms), filt, rows_for, first)
         try:
@@ -323,8 +336,7 @@ class Retriever:
                     keyword = _KeywordQuery(self, weights, filt, rows_for)
             cand, fused = keyword.top(pool, positive)  # (segment, row) pairs, best first
             dense = None
-            if self.encoder is not None and question:
-                qv = self.encoder.encode_queries([question])
+            if self.dense and qv is not None:
                 found = sorted((x for part in self.shards.call("dense", qv, pool, filt) for x in part),
                                key=lambda x: -x[0])
                 cand = sorted(set(cand) | {(i, r) for _, i, r in found[:pool]})

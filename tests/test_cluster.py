@@ -77,11 +77,14 @@ def _hits(hits) -> list[tuple]:
     return [(h.passage, h.score, h.support, h.dense, h.before, h.after, h.sources) for h in hits]
 
 
-def test_ray_actors_give_the_same_hits_as_one_process(ray_cluster, index):
+@pytest.mark.parametrize("actors", [1, 2])
+def test_ray_actors_give_the_same_hits_as_one_process(ray_cluster, index, actors):
+    """Two actors: the retriever merges their answers; one: it holds every segment and runs the
+    whole search itself."""
     local = Retriever.load(index)
-    remote = Retriever.load(index, ray="local", actors=2)
+    remote = Retriever.load(index, ray="local", actors=actors)
     try:
-        assert len(remote.shards.actors) == 2
+        assert len(remote.shards.actors) == actors and remote.shards.whole == (actors == 1)
         questions = _questions(local, QUESTIONS)
         assert len(questions) == QUESTIONS
         for q in questions:
@@ -98,10 +101,11 @@ def test_ray_actors_give_the_same_hits_as_one_process(ray_cluster, index):
         remote.close()
 
 
-def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index):
+@pytest.mark.parametrize("actors", [1, 2])
+def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index, actors):
     """Ray restarts a killed actor and sends it again what it had not answered: no question fails."""
     local = Retriever.load(index)
-    remote = Retriever.load(index, ray="local", actors=2)
+    remote = Retriever.load(index, ray="local", actors=actors)
     questions = _questions(local, 200)
     expected = [_hits(local.search(q, k=10)) for q in questions]
     answers, errors = [], []
@@ -136,6 +140,7 @@ def test_hybrid_search_through_ray_is_the_same(ray_cluster, hybrid_index):
     remote = Retriever.load(hybrid_index, ray="local", encoder=local.encoder)
     try:
         assert remote.mode == local.mode and remote.encoder is not None
+        assert remote.shards.whole  # one segment: one actor, searching with the driver's question vectors
         questions = [" ".join(t.split()[:6]) for *_, t in local.sentences()] + [
             "How many civilians were killed near the hospital in Ariha?", "Which country won the World Cup?"]
         for q in questions:
