@@ -16,7 +16,7 @@ from qa.articles import Article
 from qa.embed import KEYWORD_ONLY, PRETRAINED, SELF_TRAINED, Encoder, Mode
 from qa.expand import WordNeighbours, expand
 from qa.index import KEYWORD_LEVELS, IndexUnusable, Manifest, idf, keyword_settings, live_generation
-from qa.shard import QuestionLost, Shard, add_counts, scale_of
+from qa.shard import QuestionLost, Shard, add_counts, fuse, scale_of
 from qa.tokens import QUESTION_FRAME, tokenize
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 # Once k facts are found, this many more ranked sentences are looked at for their other sources.
 LOOKAHEAD = 20
+# Through several Ray actors, each picks GUESS times the pool by its own scores in the call that
+# scores the question: rescaled, they hold the index's pool best in most questions (_KeywordQuery._guess).
+GUESS = 2
 
 
 @dataclass(frozen=True)
@@ -504,14 +507,47 @@ class _KeywordQuery:
         self.rows: dict = {}  # (article row, tokens) of the sentences the shards named
         self.passages: dict = {}  # and their passages (qa.store.passages rows)
         self.spec = self.spec_for(r, terms, filt)
-        # Through Ray, one actor holding every segment scores and picks candidates in one call.
-        then = first if first is not None and r.shards.remote and r.shard_count == 1 else None
+        # Through Ray the shards pick candidates in the same call, by their own best scores (see _guess)
+        then = None
+        if first is not None and r.shards.remote:
+            pool, positive, rows_for = first
+            then = (pool if r.shard_count == 1 else GUESS * pool, positive, rows_for)
+        answers = r.shards.call("start", self.qid, self.spec, then)
         top = dict.fromkeys(KEYWORD_LEVELS, 0.0)
-        self._first = None
-        for best, picked in r.shards.call("start", self.qid, self.spec, then):
+        for best, _ in answers:
             top = {lv: max(top[lv], best[lv]) for lv in KEYWORD_LEVELS}
-            self._first = picked and (then, picked)
         self.scale = scale_of(self.spec[2], top)
+        self._first = None
+        if then is not None:
+            for *_, rows, passages, _, _ in (picked for _, picked in answers):
+                self.rows.update(rows)
+                self.passages.update(passages)
+            picked = self._guess([picked for _, picked in answers], first)
+            self._first = None if picked is None else (first, picked)
+
+    def _guess(self, picked: list[tuple], first: tuple) -> tuple | None:
+        """The pool best candidates of the whole index from the shards' own picks (start), or None
+        when they may not be.
+
+        A shard picked by its own scale, each level divided by its own best; the index's best is at
+        least as high, so a key's fused score can only drop: a key a shard left out scores at most
+        its bar. Rescaled, the picks hold the index's pool best when the pool-th of them scores
+        above every bar (or no shard left any key out)."""
+        pool, positive, _ = first
+        if len(picked) == 1:  # one shard: its best are the index's
+            return picked[0][:4]
+        keys = [key for p in picked for key in p[0]]
+        raw = np.concatenate([p[4] for p in picked], axis=1)
+        scores = fuse(raw[0], raw[1], raw[2], self.scale)
+        at = np.array(keys, np.int64).reshape(-1, 2)
+        order = np.lexsort((at[:, 1], at[:, 0], -scores))
+        if positive:
+            order = order[scores[order] > 0]
+        bars = [p[5] for p in picked if p[5] is not None]
+        if bars and (len(order) < pool or float(scores[order[pool - 1]]) <= max(bars)):
+            return None
+        order = order[:pool]
+        return [keys[j] for j in order.tolist()], scores[order], {}, {}
 
     @staticmethod
     def spec_for(r: Retriever, terms: Counter, filt):

@@ -83,14 +83,22 @@ class Shard:
 
     def start(self, qid: int, spec: KeywordSpec, then: tuple | None = None) -> tuple[dict[str, float], tuple | None]:
         """Score the question's terms at every level and keep the scores under qid; the best live
-        score per level. then: (pool, positive, rows_for) when this shard holds every segment, so
-        that its best are the index's: top() of them too, in the same call."""
+        score per level. then: (pool, positive, rows_for): also top() of them by this shard's own
+        best scores, in the same call, with each key's raw level scores (3 arrays) and the bar
+        (the lowest score of a segment that gave pool keys, None: every segment gave all it has).
+        When this shard holds every segment its best are the index's; else the retriever rescales
+        them, and keeps them when no key left out can reach its pool (Retriever: _KeywordQuery)."""
         found = _Scores(self.segments, spec)
         with self._lock:
             self._queries[qid] = found
             while len(self._queries) > KEPT_QUERIES:
                 self._queries.popitem(last=False)
-        return found.top, None if then is None else self.top(qid, scale_of(spec[2], found.top), *then)
+        if then is None:
+            return found.top, None
+        keys, scores, rows, passages = self.top(qid, scale_of(spec[2], found.top), *then)
+        counts = _by_segment(keys)
+        bars = [float(scores[js[-1]]) for js in counts.values() if len(js) == then[0]]  # best first per segment
+        return found.top, (keys, scores, rows, passages, found.raw(keys, self.first), max(bars, default=None))
 
     def top(self, qid: int, scale: dict[str, float], pool: int, positive: bool,
             rows_for: int = 0) -> tuple[list[Key], np.ndarray, dict[Key, tuple[int, frozenset[str]]], dict[Key, tuple]]:
@@ -260,17 +268,21 @@ class _Scores:
             held[arts if ok is None else arts[ok[arts]]] = True
             self.arts.append(np.flatnonzero(held))
 
+    def levels(self, n: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw sentence, window and article scores of rows of the n-th segment (fresh arrays)."""
+        acc, seg = self.acc[n], self.segments[n]
+        return (np.take(acc["sentence"], rows), np.take(acc["window"], rows),
+                np.take(acc["article"], np.take(seg.sentence_article, rows)))
+
     def fused(self, n: int, scale: dict[str, float], rows: np.ndarray) -> np.ndarray:
         """Fused scores of rows of the n-th segment: each level divided by its best and weighted (scale)."""
-        acc, seg = self.acc[n], self.segments[n]
-        out = np.take(acc["sentence"], rows)  # take and in-place products: a third faster than a sum of gathers
-        out *= np.float32(scale["sentence"])
-        part = np.take(acc["window"], rows)
-        part *= np.float32(scale["window"])
-        out += part
-        np.take(acc["article"], np.take(seg.sentence_article, rows), out=part)
-        part *= np.float32(scale["article"])
-        out += part
+        return fuse(*self.levels(n, rows), scale)
+
+    def raw(self, keys: list[Key], first: int) -> np.ndarray:
+        """(3, len(keys)) float32: the raw level scores of (i, row) keys of segments numbered from first."""
+        out = np.zeros((3, len(keys)), np.float32)
+        for i, js in _by_segment(keys).items():
+            out[:, js] = self.levels(i - first, np.array([keys[j][1] for j in js], np.int64))
         return out
 
     def fused_keys(self, scale: dict[str, float], keys: list[Key], first: int) -> np.ndarray:
@@ -334,6 +346,18 @@ class _Scores:
             keys += [(first + n, r) for r in rows.tolist()]
             scores.append(s)
         return keys, (np.concatenate(scores) if scores else np.zeros(0, np.float32))
+
+
+def fuse(sentence: np.ndarray, window: np.ndarray, article: np.ndarray, scale: dict[str, float]) -> np.ndarray:
+    """The fused score from raw level scores (overwritten): every fused score is computed here, the
+    same float32 operations in the same order, so scores compare exactly wherever they were made.
+    In-place products: a third faster than a sum of gathers."""
+    sentence *= np.float32(scale["sentence"])
+    window *= np.float32(scale["window"])
+    sentence += window
+    article *= np.float32(scale["article"])
+    sentence += article
+    return sentence
 
 
 def add_counts(into: dict[str, list[int]], counts) -> None:

@@ -21,8 +21,10 @@ import pytest
 
 from conftest import CORPUS, SHARED_DATA
 from qa import index as index_mod
-from qa.index import build_index, read_manifest
-from qa.retrieve import Retriever
+from qa import retrieve
+from qa.index import Manifest, build_index, live_generation, read_manifest
+from qa.retrieve import Local, Retriever
+from qa.shard import Shard
 from qa.sentences import load_splitter
 
 QUESTIONS = 200
@@ -75,6 +77,43 @@ def _questions(r: Retriever, n: int) -> list[str]:
 
 def _hits(hits) -> list[tuple]:
     return [(h.passage, h.score, h.support, h.dense, h.before, h.after, h.sources) for h in hits]
+
+
+class _AsActors(Local):
+    """Shards in this process answering as Ray actors do (remote: they pick candidates in the call
+    that scores the question, and send the rows grouping will read)."""
+    remote = True
+
+
+@pytest.mark.parametrize("guess", [1, 2])
+def test_shards_picks_are_kept_only_when_they_hold_the_best(index, monkeypatch, guess):
+    """Two shards pick candidates by their own best scores; the retriever keeps their picks when no
+    candidate left out can reach the pool, and asks again otherwise: the same hits either way."""
+    outcomes = {"kept": 0, "asked again": 0}
+    picks = retrieve._KeywordQuery._guess
+
+    def counted(self, picked, first):
+        out = picks(self, picked, first)
+        outcomes["asked again" if out is None else "kept"] += 1
+        return out
+
+    monkeypatch.setattr(retrieve, "GUESS", guess)
+    monkeypatch.setattr(retrieve._KeywordQuery, "_guess", counted)
+    local = Retriever.load(index)
+    gen = live_generation(index)
+    manifest = Manifest.read(gen / "manifest.json")
+    names = [s["name"] for s in manifest.segments]
+    half = len(names) // 2
+    split = Retriever(gen, manifest, None, shards=_AsActors([Shard(gen, names[:half], 0, False),
+                                                            Shard(gen, names[half:], half, False)]))
+    try:
+        for q in _questions(local, QUESTIONS):
+            assert _hits(split.search(q, k=10)) == _hits(local.search(q, k=10)), q
+            assert _hits(split.search(q, k=5, since="2013-01-01")) == _hits(local.search(q, k=5, since="2013-01-01")), q
+        assert outcomes["kept"] > 0 and outcomes["asked again"] > 0, outcomes
+    finally:
+        split.close()
+        local.close()
 
 
 @pytest.mark.parametrize("actors", [1, 2])
