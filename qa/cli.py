@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray", metavar="local|auto|ADDRESS",
                    help="search the index from Ray actors: a local cluster, this machine's, or the head's address "
                         "(needs the extra: pip install -e '.[ray]'; the index folder must be on storage every node sees)")
-    p.add_argument("--actors", type=int, help="with --ray: actors holding the segments (default: one per CPU)")
+    p.add_argument("--actors", type=int, help="with --ray: actors holding the segments (default: one per node of the cluster)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "sentence_transformers", "bm25s", "faiss", "ray"):

@@ -85,15 +85,18 @@ def spread(sizes: list[int], actors: int) -> list[range]:
 def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actors: int | None = None,
           whole=None) -> Remote:
     """Actors holding the generation's segments (manifest entries), on the cluster at where
-    (qa.distributed.connect); actors: how many (default: one per CPU of the cluster). whole: the
+    (qa.distributed.connect); actors: how many (default: one per node of the cluster: on one
+    machine one actor runs whole searches, the fastest there, docs/deploy.md), spread over the
+    nodes so that each holds its share of the segments in its own memory. whole: the
     retriever's weights, when one actor holding every segment may run whole searches (not with
     query expansion: its word neighbours come from the model, which actors do not load)."""
     distributed.connect(where)
     ray = distributed._ray()
     if actors is None:
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
     # no task events: they cost every call a share of a millisecond, for Ray's dashboard only
-    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False)(Served)
+    actor = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=-1, enable_task_events=False,
+                       scheduling_strategy="SPREAD")(Served)
     runs = spread([int(s["sentences"]) for s in segments], actors)
     whole = whole if len(runs) == 1 else None
     handles = [actor.remote(str(gen), [segments[i]["name"] for i in run], run.start, load_vectors, whole)

@@ -188,7 +188,7 @@ class Retriever:
 
         weights: None picks them for the index's model (SELF_TRAINED_WEIGHTS for a self-trained one).
         ray: serve the segments from Ray actors (qa.cluster) on this cluster: 'local', 'auto' or the
-        head's address; actors: how many (default one per CPU). None: in this process.
+        head's address; actors: how many (default one per node). None: in this process.
         """
         gen = live_generation(Path(index_dir))
         if gen is None:
