@@ -64,6 +64,21 @@ def index(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def hybrid_segments(tmp_path_factory, tiny_model) -> Path:
+    """A hybrid index (the test model) in several segments."""
+    from qa.embed import load_encoder
+    root = tmp_path_factory.mktemp("serve-hybrid")
+    corpus, out = root / "corpus", root / "index"
+    shutil.copytree(CORPUS, corpus)
+    (corpus / "news.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _news(120)), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(index_mod, "FLUSH_SENTENCES", 1_500)
+        build_index(corpus, out, load_splitter(), load_encoder(str(tiny_model)), progress=False)
+    assert len(read_manifest(out).segments) >= 2
+    return out
+
+
 def _questions(r: Retriever, n: int) -> list[str]:
     """Questions made of words of the index's sentences (every 7th sentence's first words and a few
     of its later ones), so that hits come from every segment."""
@@ -86,9 +101,11 @@ class _AsActors(Local):
 
 
 @pytest.mark.parametrize("guess", [1, 2])
-def test_shards_picks_are_kept_only_when_they_hold_the_best(index, monkeypatch, guess):
+@pytest.mark.parametrize("kind", ["keyword", "hybrid"])
+def test_shards_picks_are_kept_only_when_they_hold_the_best(request, monkeypatch, kind, guess):
     """Two shards pick candidates by their own best scores; the retriever keeps their picks when no
-    candidate left out can reach the pool, and asks again otherwise: the same hits either way."""
+    candidate left out can reach the pool, and asks again otherwise: the same hits either way (with
+    a model: the keyword picks fill the pool with sentences scoring 0, then the vectors' best join)."""
     outcomes = {"kept": 0, "asked again": 0}
     picks = retrieve._KeywordQuery._guess
 
@@ -99,13 +116,16 @@ def test_shards_picks_are_kept_only_when_they_hold_the_best(index, monkeypatch, 
 
     monkeypatch.setattr(retrieve, "GUESS", guess)
     monkeypatch.setattr(retrieve._KeywordQuery, "_guess", counted)
-    local = Retriever.load(index)
-    gen = live_generation(index)
+    path = request.getfixturevalue("index" if kind == "keyword" else "hybrid_segments")
+    local = Retriever.load(path)
+    gen = live_generation(path)
     manifest = Manifest.read(gen / "manifest.json")
     names = [s["name"] for s in manifest.segments]
     half = len(names) // 2
-    split = Retriever(gen, manifest, None, shards=_AsActors([Shard(gen, names[:half], 0, False),
-                                                            Shard(gen, names[half:], half, False)]))
+    dense = local.encoder is not None
+    assert dense == (kind == "hybrid")
+    split = Retriever(gen, manifest, local.encoder, weights=local.weights,
+                      shards=_AsActors([Shard(gen, names[:half], 0, dense), Shard(gen, names[half:], half, dense)]))
     try:
         for q in _questions(local, QUESTIONS):
             assert _hits(split.search(q, k=10)) == _hits(local.search(q, k=10)), q
@@ -172,15 +192,19 @@ def test_questions_are_answered_while_an_actor_is_killed(ray_cluster, index, act
         remote.close()
 
 
-def test_hybrid_search_through_ray_is_the_same(ray_cluster, hybrid_index):
+@pytest.mark.parametrize("path, actors", [("hybrid_index", None), ("hybrid_segments", 2)])
+def test_hybrid_search_through_ray_is_the_same(ray_cluster, request, path, actors):
     """With a model: the question's vector is searched in each actor's FAISS indexes, and the
-    candidates' cosines come from the actors' vectors."""
-    local = Retriever.load(hybrid_index)
-    remote = Retriever.load(hybrid_index, ray="local", encoder=local.encoder)
+    candidates' cosines come from the actors' vectors (one actor holding every segment: it runs
+    the whole search with the vector the driver encoded)."""
+    index = request.getfixturevalue(path)
+    local = Retriever.load(index)
+    remote = Retriever.load(index, ray="local", encoder=local.encoder, actors=actors)
     try:
         assert remote.mode == local.mode and remote.encoder is not None
-        assert remote.shards.whole  # one segment: one actor, searching with the driver's question vectors
-        questions = [" ".join(t.split()[:6]) for *_, t in local.sentences()] + [
+        assert remote.shards.whole == (actors is None)  # one machine: one actor by default
+        texts = [t for *_, t in local.sentences()]
+        questions = [" ".join(t.split()[:6]) for t in texts[::max(1, len(texts) // 60)]] + [
             "How many civilians were killed near the hospital in Ariha?", "Which country won the World Cup?"]
         for q in questions:
             got = remote.search(q, k=5)
