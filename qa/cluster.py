@@ -27,18 +27,24 @@ class Served:
     than Ray serializing the same nested tuples and dicts itself (about 0.6 ms less for a 35 KB
     answer on this machine, docs/deploy.md).
 
-    whole: the retriever's weights when this actor holds every segment: it then also answers
-    "search" with a qa.retrieve.Retriever of its own over its Shard, the same code as in one
-    process, so a question costs one round trip instead of two or three."""
+    whole: (the retriever's weights, own_model) when this actor holds every segment: it then also
+    answers "search" with a qa.retrieve.Retriever of its own over its Shard, the same code as in
+    one process, so a question costs one round trip instead of two or three. own_model: it loads
+    the index's self-trained model from the generation, for query expansion's word neighbours (the
+    driver still sends each question's vector)."""
 
     def __init__(self, gen: str, names: list[str], first: int, load_vectors: bool, whole=None):
         self.shard = Shard(gen, names, first, load_vectors)
         self.retriever = None
         if whole is not None:
+            from qa import selftrain
             from qa.index import Manifest
             from qa.retrieve import Local, Retriever
-            self.retriever = Retriever(Path(gen), Manifest.read(Path(gen) / "manifest.json"), None,
-                                       weights=whole, shards=Local([self.shard]), dense=load_vectors)
+            weights, own_model = whole
+            manifest = Manifest.read(Path(gen) / "manifest.json")
+            encoder = selftrain.load(Path(gen) / (manifest.model_path or selftrain.MODEL_DIR)) if own_model else None
+            self.retriever = Retriever(Path(gen), manifest, encoder, weights=weights, shards=Local([self.shard]),
+                                       dense=load_vectors)
 
     def call(self, name: str, *args) -> bytes:
         if name == "search":
@@ -87,9 +93,8 @@ def serve(gen: Path, segments: list[dict], load_vectors: bool, where: str, actor
     """Actors holding the generation's segments (manifest entries), on the cluster at where
     (qa.distributed.connect); actors: how many (default: one per node of the cluster: on one
     machine one actor runs whole searches, the fastest there, docs/deploy.md), spread over the
-    nodes so that each holds its share of the segments in its own memory. whole: the
-    retriever's weights, when one actor holding every segment may run whole searches (not with
-    query expansion: its word neighbours come from the model, which actors do not load)."""
+    nodes so that each holds its share of the segments in its own memory. whole: (the retriever's
+    weights, own_model) when one actor holding every segment may run whole searches (Served)."""
     distributed.connect(where)
     ray = distributed._ray()
     if actors is None:

@@ -221,9 +221,12 @@ class Retriever:
         shards = None
         if ray:
             from qa import cluster
+            # one actor holding every segment runs whole searches; with query expansion it needs the
+            # model's word vectors: a self-trained model it loads from the generation, another not at all
             expanding = encoder is not None and weights.expansion > 0
+            own_model = expanding and manifest.model == selftrain.SELF_TRAINED
             shards = cluster.serve(gen, manifest.segments, encoder is not None, ray, actors,
-                                   whole=None if expanding else weights)
+                                   whole=(weights, own_model) if own_model or not expanding else None)
         r = cls(gen, manifest, encoder, notice, weights, shards)
         r.ray, r.actors = ray, actors
         return r

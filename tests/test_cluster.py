@@ -22,6 +22,7 @@ import pytest
 from conftest import CORPUS, SHARED_DATA
 from qa import index as index_mod
 from qa import retrieve
+from qa.expand import expand
 from qa.index import Manifest, build_index, live_generation, read_manifest
 from qa.retrieve import Local, Retriever
 from qa.shard import Shard
@@ -76,6 +77,23 @@ def hybrid_segments(tmp_path_factory, tiny_model) -> Path:
         mp.setattr(index_mod, "FLUSH_SENTENCES", 1_500)
         build_index(corpus, out, load_splitter(), load_encoder(str(tiny_model)), progress=False)
     assert len(read_manifest(out).segments) >= 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def self_trained_segments(tmp_path_factory) -> Path:
+    """An index with a model self-trained on it (small, fast settings), in several segments."""
+    from qa import selftrain
+    root = tmp_path_factory.mktemp("serve-self")
+    corpus, out = root / "corpus", root / "index"
+    corpus.mkdir()
+    (corpus / "news.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _news(120)), encoding="utf-8")
+    fast = selftrain.Training(dim=16, vocab_size=2000, window=5, pair_views=2000, batch_size=64, min_sentences=100,
+                              device="cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(index_mod, "FLUSH_SENTENCES", 1_500)
+        report = build_index(corpus, out, load_splitter(), None, self_train=fast, progress=False)
+    assert report.manifest.model == selftrain.SELF_TRAINED and len(report.manifest.segments) >= 2
     return out
 
 
@@ -210,5 +228,34 @@ def test_hybrid_search_through_ray_is_the_same(ray_cluster, request, path, actor
             got = remote.search(q, k=5)
             assert _hits(got) == _hits(local.search(q, k=5)), q
             assert all(h.dense is not None for h in got)
+    finally:
+        remote.close()
+
+
+@pytest.mark.parametrize("actors", [1, 2])
+def test_self_trained_search_through_ray_is_the_same(ray_cluster, self_trained_segments, monkeypatch, actors):
+    """A self-trained index expands weakly matched questions with the model's word neighbours: one
+    actor holding every segment loads the model from the index for them and runs whole searches;
+    two actors leave the expansion to the driver."""
+    expanded = []
+
+    def counted(*args):
+        extra = expand(*args)
+        expanded.append(bool(extra))
+        return extra
+
+    local = Retriever.load(self_trained_segments)
+    remote = Retriever.load(self_trained_segments, ray="local", encoder=local.encoder, actors=actors)
+    try:
+        assert local.neighbours is not None and remote.shards.whole == (actors == 1)
+        texts = [t for *_, t in local.sentences()]
+        questions = [" ".join(t.split()[2:7]) for t in texts[::max(1, len(texts) // 40)]] + [
+            "What did the minister say about the film?", "Which team won the league?"]
+        for q in questions:
+            got = remote.search(q, k=5)
+            with monkeypatch.context() as mp:
+                mp.setattr(retrieve, "expand", counted)
+                assert _hits(got) == _hits(local.search(q, k=5)), q
+        assert any(expanded)  # some questions were expanded, in one process and through Ray alike
     finally:
         remote.close()
