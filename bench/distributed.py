@@ -12,7 +12,7 @@ of every process under it (Ray's GCS, raylet and workers), sampled from /proc ev
 sentences of the model archive in this process (torch's default threads), before and after the builds.
 
     nice -n 10 .venv/bin/python bench/distributed.py [--keyword 100k|none] [--model 5k] [--workers 1,2]
-        [--skip-model] [--serve 100k,1M|none] [--actors 1,2] [--skip-ingest]
+        [--skip-model] [--serve 100k,1M|none] [--actors default,1,2] [--skip-ingest]
         [--data ../shared/data] [--cache /tmp/qa-scale] [--work /tmp/qa-distributed]
 
 Serving: a keyword-only index of each --serve archive (kept in --work, built incrementally) is
@@ -171,7 +171,7 @@ def table(title: str, runs: list[Run], encoder: list[tuple[float, float, int]] |
 
 # --- serving: query latency through Ray against local search ---------------------------------------
 
-def serve_latency(index: Path, questions: list[str], actors: int, k: int = 10) -> dict:
+def serve_latency(index: Path, questions: list[str], actors: int | None, k: int = 10) -> dict:
     """Ask every question of one index locally and through Ray actors in turn (the first once more
     as a warm-up): identical hits, and wall ms per search for both and their per-question difference."""
     import numpy as np
@@ -203,7 +203,7 @@ def serve_latency(index: Path, questions: list[str], actors: int, k: int = 10) -
             "over_p50": float(np.percentile(rw - lw, 50)), "over_p95": float(np.percentile(rw - lw, 95))}
 
 
-def serving(size: str, actor_counts: list[int], args) -> str:
+def serving(size: str, actor_counts: list[int | None], args) -> str:
     """The serving table: a keyword-only index of the archive (built once, kept in --work), asked the
     scale bench's questions locally and through 1, 2 … actors of a local Ray cluster."""
     import scale
@@ -221,7 +221,7 @@ def serving(size: str, actor_counts: list[int], args) -> str:
     try:
         results = []
         for n in actor_counts:
-            say(f"serving: {n} actor(s)")
+            say(f"serving: {'the default number of' if n is None else n} actor(s)")
             results.append(serve_latency(index, questions, n))
     finally:
         distributed.disconnect()
@@ -230,7 +230,7 @@ def serving(size: str, actor_counts: list[int], args) -> str:
     lines = [f"**Serving, keyword-only ({size} archive, k={10}, wall time per search)**", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for n, r in zip(actor_counts, results):
-        lines.append("| " + " | ".join([f"{n} ({r['actors']})", str(r["segments"]), f"{r['sentences']:,}",
+        lines.append("| " + " | ".join([f"{'default' if n is None else n} ({r['actors']})", str(r["segments"]), f"{r['sentences']:,}",
                                          f"{r['same']} of {r['questions']}", f"{r['load_s']:.1f}",
                                          f"{r['local_p50']:.2f}", f"{r['ray_p50']:.2f}",
                                          f"{r['over_p50']:.2f} / {r['over_p95']:.2f}"]) + " |")
@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=synth.DEFAULT_CACHE)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qa-distributed"))
     parser.add_argument("--serve", default="100k,1M", help="archives whose index is searched through Ray (none: skip)")
-    parser.add_argument("--actors", default="1,2", help="serving actors to try, comma-separated")
+    parser.add_argument("--actors", default="default,1,2",
+                        help="serving actors to try, comma-separated (default: qa serve's own count, one per node)")
     parser.add_argument("--skip-ingest", action="store_true", help="the serving tables alone")
     args = parser.parse_args(argv)
     if (need := synth.missing_data(args.data)) is not None:
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve != "none":
         for size in args.serve.split(","):
             print()
-            print(serving(size, [int(a) for a in args.actors.split(",")], args))
+            print(serving(size, [None if a == "default" else int(a) for a in args.actors.split(",")], args))
     return 0
 
 
