@@ -37,12 +37,17 @@ class Served:
         self.shard = Shard(gen, names, first, load_vectors)
         self.retriever = None
         if whole is not None:
-            from qa import selftrain
+            from qa import models
             from qa.index import Manifest
             from qa.retrieve import Local, Retriever
             weights, own_model = whole
             manifest = Manifest.read(Path(gen) / "manifest.json")
-            encoder = selftrain.load(Path(gen) / (manifest.model_path or selftrain.MODEL_DIR)) if own_model else None
+            encoder = None
+            if own_model:  # loaded as the driver loads it, its weights checked against the index's
+                encoder, why = models.for_index(manifest.model, manifest.model_path, Path(gen), Path(gen).parent,
+                                                manifest.model_fingerprint)
+                if encoder is None:
+                    raise RuntimeError(f"this actor cannot load the index's model, which the driver loaded: {why}")
             self.retriever = Retriever(Path(gen), manifest, encoder, weights=weights, shards=Local([self.shard]),
                                        dense=load_vectors)
 
