@@ -15,6 +15,7 @@ import json
 import random
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,50 @@ def test_self_trained_search_through_ray_is_the_same(ray_cluster, self_trained_s
         assert any(expanded)  # some questions were expanded, in one process and through Ray alike
     finally:
         remote.close()
+
+
+def test_an_upload_to_a_chat_served_on_ray_is_answered_by_the_new_actors(ray_cluster, tmp_path, corpus_dir,
+                                                                          monkeypatch):
+    """`qa serve --ray`: an article added in the chat is indexed, the new generation is served by
+    actors of its own, and the old generation's actors are retired once replaced."""
+    from qa import uploads
+    from qa.answer import answer
+    from qa.uploads import LiveIndex
+
+    monkeypatch.setattr(uploads, "RETIRE_AFTER", 0.0)
+    corpus, out = tmp_path / "corpus", tmp_path / "index"
+    shutil.copytree(corpus_dir, corpus)
+    splitter = load_splitter()
+    build_index(corpus, out, splitter, None, mode_reason="keyword-only: test", progress=False)
+    live = LiveIndex(Retriever.load(out, ray="local"), out, corpus, splitter)
+    old = live.retriever
+    try:
+        upload = tmp_path / "upload"
+        upload.write_text("title: Flood\nsource: River News\npublished: 2021-03-02\n\n"
+                          "The river Oder flooded Frankfurt on Tuesday.", encoding="utf-8")
+        (added,) = live.add_files([("flood.txt", upload)])
+        assert added.accepted, added
+        new = live.retriever
+        assert new is not old and new.ray == "local" and new.shards.remote and new.stats().articles == 3
+        ans = answer(new, "Which town did the river Oder flood?")
+        assert not ans.abstained and ans.citations[0].passage.source == "River News"
+        assert not answer(new, "How many civilians were killed near the hospital in Ariha?").abstained
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _retired(old):
+            time.sleep(0.2)
+        assert _retired(old)  # the old generation's actors are gone once the new ones serve
+        assert new.shards.call("counts")  # the new ones answer
+    finally:
+        live.retriever.close()
+
+
+def _retired(r: Retriever) -> bool:
+    """Whether every Ray actor of r is gone."""
+    from ray.exceptions import RayActorError
+    for a in r.shards.actors:
+        try:
+            r.shards.ray.get(a.call.remote("counts"))
+            return False
+        except RayActorError:
+            pass
+    return True
