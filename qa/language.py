@@ -6,8 +6,11 @@ from __future__ import annotations
 
 STEMMER = "english"  # PyStemmer's Snowball algorithm
 
-# Added to bm25s's English stopwords: question words and auxiliaries carry no topic.
-EXTRA_STOPWORDS = (
+# Keyword tokens leave these out: Lucene's English stop set (as bm25s ships it: bm25s.stopwords.STOPWORDS_EN),
+# then question words and auxiliaries, which carry no topic.
+STOPWORDS = (
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
+    "these they this to was will with "
     "did do does done has have had what which who whom whose when where why how many much "
     "were was been being am i me my we our you your he him his she her its they them their "
     "than from about also can could would should may might up make made")

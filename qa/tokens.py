@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN
 
 from qa import language
 
@@ -16,7 +15,7 @@ _THOUSANDS = re.compile(r"(?<=\d)[,.](?=\d{3}\b)")
 _BRITISH = ((re.compile(r"^(\w{3,})tre(s?)$"), r"\1ter\2"),
             (re.compile(r"^(\w{3,})our(s|ed|ing)?$"), r"\1or\2"),
             (re.compile(r"^(\w{3,})([iy])s(e|ed|es|ing|ation|ations)$"), r"\1\2z\3"))
-STOPWORDS = frozenset(STOPWORDS_EN) | frozenset(language.EXTRA_STOPWORDS.split())
+STOPWORDS = frozenset(language.STOPWORDS.split())
 _IRREGULAR = {form: verb for verb, forms in language.IRREGULAR_VERBS for form in forms.split()}
 _stemmer = Stemmer.Stemmer(language.STEMMER)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -472,3 +473,21 @@ def test_other_keyword_settings_index_everything_anew(tmp_path, corpus_dir, monk
     report = build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, progress=False)
     assert report.added == 2 and len(report.manifest.segments) == 1
     assert Retriever.load(tmp_path / "ix").search("cluster munitions school", k=1)
+
+
+def test_each_outside_engine_is_imported_by_its_own_module():
+    """SQL lives in the store, faiss and bm25s in the index module, Ray in qa.distributed: no other
+    module of qa imports them, at the top or inside a function."""
+    import ast
+
+    owners = {"sqlite3": {"store"}, "faiss": {"index"}, "bm25s": {"index"}, "ray": {"distributed"}}
+    found = []
+    for path in sorted((Path(index_mod.__file__).parent).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in owners and path.stem not in owners[top]:
+                    found.append(f"{path.name} imports {name}")
+    assert found == []
