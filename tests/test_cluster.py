@@ -229,6 +229,13 @@ def test_hybrid_search_through_ray_is_the_same(ray_cluster, request, path, actor
             got = remote.search(q, k=5)
             assert _hits(got) == _hits(local.search(q, k=5)), q
             assert all(h.dense is not None for h in got)
+        found = 0
+        for q in questions[::4]:  # the model's candidates filtered in the actors as in one process
+            for filters in ({"since": "2013-01-01", "until": "2016-12-31"}, {"sources": ["Wire"]}):
+                got = remote.search(q, k=5, **filters)
+                assert _hits(got) == _hits(local.search(q, k=5, **filters)), (q, filters)
+                found += len(got)
+        assert found or path == "hybrid_index"  # the default corpus has no article in those filters
     finally:
         remote.close()
 
