@@ -839,6 +839,7 @@ class _Build:
                 if writer.sentences >= FLUSH_SENTENCES:
                     self._flush(writer, [])
                     writer = None
+                    self._checkpoint()
         bar.close()
         if writer is not None:  # the changed files' records go with the last segment: now they are indexed
             self._flush(writer, records)
@@ -875,9 +876,27 @@ class _Build:
 
     # training, merging, publishing
 
+    def _checkpoint(self) -> None:
+        """Publish what is written so far, so that a long build that is killed keeps it and the next
+        one goes on from there (a file is read again, but its articles already indexed are not written
+        or embedded again). The live segments with the deletions that written articles made, then the
+        new segments, unmerged. Not in a rebuild (the index it replaces stays whole until the end), nor
+        when the build trains a model or carries the index's own (the model comes with the last
+        generation)."""
+        if self.rebuild or self.train_model or self.reuse_model or self.carry_model:
+            return
+        gen = self.index_dir / f"gen-{time.time_ns():020d}-{os.getpid()}"
+        gen.mkdir()
+        manifest = self._manifest(self._carry_segments(gen), self.mode_reason)
+        manifest.write(gen / "manifest.json")
+        _sync_tree(gen)
+        _publish(self.index_dir, gen, keep=(self.old_gen, self.new_gen))
+        log.info("published %s articles, %s sentences so far (%s)", f"{manifest.articles:,}",
+                 f"{manifest.sentences:,}", gen.name)
+
     def _finish(self) -> tuple[Manifest, dict | None, int]:
         self._new_folder()
-        entries = self._carry_segments()
+        entries = self._carry_segments(self.new_gen)
         live = sum(e["sentences"] - e["deleted_sentences"] for e in entries)
         if live == 0:
             raise IndexUnusable(f"nothing to index: no readable article in {self.root}"
@@ -911,17 +930,18 @@ class _Build:
         _publish(self.index_dir, self.new_gen)
         return manifest, trained, merged
 
-    def _carry_segments(self) -> list[dict]:
-        """The old segments, linked into the new generation with this build's deletions, then the new
-        ones; a segment left with nothing live is dropped. (A changed file that gave no new article has
-        its record in no segment: it is read again next time, and found unchanged.)"""
+    def _carry_segments(self, gen: Path) -> list[dict]:
+        """The old segments, linked into generation gen with this build's deletions so far, then the
+        new ones (linked there too when gen is not the build's own); a segment left with nothing live
+        is dropped. (A changed file that gave no new article has its record in no segment: it is read
+        again next time, and found unchanged.)"""
         entries = []
         for i, seg in enumerate(self.segments):
             entry = dict(self.old.segments[i])
             gone = set(int(r) for r in seg.deleted_articles) | self.deleted[i]
             if len(gone) >= seg.articles:
                 continue
-            target = self.new_gen / seg.name
+            target = gen / seg.name
             _link_tree(seg.path, target, skip=(DELETED_FILE,))
             if gone:
                 rows = np.array(sorted(gone), dtype=np.int64)
@@ -934,8 +954,9 @@ class _Build:
             entry["fingerprint_live"] = self._live_fingerprint(seg, gone)
             entries.append(entry)
         for e in self.written:
-            e.update(deleted_sentences=0, fingerprint_live=e["fingerprint"])
-            entries.append(e)
+            if gen != self.new_gen:
+                _link_tree(self.new_gen / e["name"], gen / e["name"])
+            entries.append({**e, "deleted_sentences": 0, "fingerprint_live": e["fingerprint"]})
         return entries
 
     def _live_fingerprint(self, seg: Segment, gone: set[int]) -> str:
@@ -1088,8 +1109,9 @@ def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
                 shutil.copy2(path, dst / path.name)
 
 
-def _publish(index_dir: Path, gen: Path) -> None:
-    """Point CURRENT at gen atomically and PREVIOUS at the generation it replaces, then delete the rest.
+def _publish(index_dir: Path, gen: Path, keep: tuple[Path | None, ...] = ()) -> None:
+    """Point CURRENT at gen atomically and PREVIOUS at the generation it replaces, then delete the rest
+    but keep (a build's own folders, when it publishes midway).
 
     The replaced generation stays: a reader that opened it a moment ago may still be reading it.
     Call with the writer lock held.
@@ -1098,13 +1120,13 @@ def _publish(index_dir: Path, gen: Path) -> None:
     if live and live != gen.name:
         _write_atomically(index_dir / "PREVIOUS", live)
     _write_atomically(index_dir / "CURRENT", gen.name)
-    _remove_orphans(index_dir)
+    _remove_orphans(index_dir, keep)
 
 
-def _remove_orphans(index_dir: Path) -> None:
-    """Delete every generation but CURRENT's and PREVIOUS's (killed builds leave them) and dead
-    writers' temporary files. Call with the writer lock held: then no build is in progress."""
-    keep = {generation_name(index_dir), _read_name(index_dir / "PREVIOUS")}
+def _remove_orphans(index_dir: Path, also: tuple[Path | None, ...] = ()) -> None:
+    """Delete every generation but CURRENT's, PREVIOUS's and also's (killed builds leave them) and dead
+    writers' temporary files. Call with the writer lock held: then no other build is in progress."""
+    keep = {generation_name(index_dir), _read_name(index_dir / "PREVIOUS")} | {p.name for p in also if p}
     for path in index_dir.glob("gen-*"):
         if path.name not in keep:
             log.info("removing %s: not the live or the previous generation", path)

@@ -491,3 +491,95 @@ def test_each_outside_engine_is_imported_by_its_own_module():
                 if top in owners and path.stem not in owners[top]:
                     found.append(f"{path.name} imports {name}")
     assert found == []
+
+
+TOWNS = ["Aleppo", "Hama", "Homs", "Daraa", "Raqqa", "Tartus", "Latakia", "Qamishli", "Deir", "Palmyra",
+         "Manbij", "Afrin", "Kobani", "Saraqib", "Maarat", "Jisr", "Binnish", "Sarmada", "Atarib", "Salqin"]
+
+
+def _towns(corpus: Path, version: str = "") -> None:
+    """20 articles of 4 sentences, one per town, in one JSONL file (version: a change to half of them)."""
+    rows = [{"id": f"town-{i}", "title": f"News from {t}", "source": "Wire", "published": "2021-06-01",
+             "text": f"Water ran out in {t} on Monday{version if i % 2 else ''}. Trucks from the river reached "
+                     f"{t} later. The mayor of {t} thanked the drivers. Schools in {t} stayed shut."}
+            for i, t in enumerate(TOWNS)]
+    (corpus / "towns.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _killed_at_segment(monkeypatch, n: int) -> None:
+    """The build dies while writing its n-th segment (a kill, as far as the build can tell)."""
+    finish, calls = index_mod.SegmentWriter.finish, []
+
+    def dying(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(index_mod.SegmentWriter, "finish", dying)
+
+
+def test_a_killed_long_build_keeps_what_it_wrote_and_the_next_goes_on_from_there(tmp_path, corpus_dir,
+                                                                                 tiny_model, monkeypatch):
+    """A build publishes each segment it has written: killed in its third, the index holds the first
+    two, and the next build writes and embeds only the rest, into the index one build makes."""
+    encoder = load_encoder(str(tiny_model))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _towns(corpus)
+    monkeypatch.setattr(index_mod, "FLUSH_SENTENCES", 16)  # 4 articles a segment: 5 segments
+    whole = build_index(corpus, tmp_path / "whole", load_splitter(), encoder, progress=False)
+    assert whole.added == 20 and whole.merged == 4  # five written, four merged at the end
+
+    with monkeypatch.context() as mp:
+        _killed_at_segment(mp, 3)
+        with pytest.raises(KeyboardInterrupt):
+            build_index(corpus, tmp_path / "ix", load_splitter(), encoder, progress=False)
+    kept = Retriever.load(tmp_path / "ix", encoder=encoder)
+    assert (kept.manifest.articles, kept.manifest.sentences) == (8, 32)
+    assert sorted(kept.article_ids) == sorted(f"town-{i}" for i in range(8))
+    assert kept.search("water in Homs", k=1)[0].article_id == "town-2"
+    assert len(list((tmp_path / "ix").glob("gen-*"))) == 2  # the two published; the killed one's folder gone
+
+    prepared = []
+    real_prepare = index_mod.prepare
+    monkeypatch.setattr(index_mod, "prepare", lambda a, s: prepared.append(a.id) or real_prepare(a, s))
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), encoder, progress=False)
+    assert sorted(prepared) == sorted(f"town-{i}" for i in range(8, 20))
+    assert (report.added, report.unchanged, report.embedded) == (12, 8, 48)
+    r, one = Retriever.load(tmp_path / "ix", encoder=encoder), Retriever.load(tmp_path / "whole", encoder=encoder)
+    assert [s["sentences"] for s in r.manifest.segments] == [s["sentences"] for s in one.manifest.segments]
+    assert r.manifest.corpus_fingerprint == one.manifest.corpus_fingerprint
+    for t in TOWNS:
+        q = f"When did water run out in {t}?"
+        assert [(h.passage, round(h.score, 5)) for h in r.search(q, k=3)] == \
+            [(h.passage, round(h.score, 5)) for h in one.search(q, k=3)], q
+
+
+def test_a_build_published_midway_holds_each_article_once(tmp_path, monkeypatch):
+    """An update killed after its first segment: each article is there once, in its new version
+    where that was written, else in its old one; the next build finishes the update."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _towns(corpus)
+    build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    _towns(corpus, version=", a day early")
+    monkeypatch.setattr(index_mod, "FLUSH_SENTENCES", 16)
+    with monkeypatch.context() as mp:
+        _killed_at_segment(mp, 2)
+        with pytest.raises(KeyboardInterrupt):
+            build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    r = Retriever.load(tmp_path / "ix")
+    assert sorted(r.article_ids) == sorted(f"town-{i}" for i in range(20)) and r.manifest.articles == 20
+    new = {i for i in range(20) if "a day early" in r.article(f"town-{i}").text}
+    assert new and new < {i for i in range(20) if i % 2}  # the changed articles of the first segment only
+    report = build_index(corpus, tmp_path / "ix", load_splitter(), None, progress=False)
+    r = Retriever.load(tmp_path / "ix")
+    assert r.manifest.articles == 20 and report.updated == 10 - len(new)
+    assert {i for i in range(20) if "a day early" in r.article(f"town-{i}").text} == {i for i in range(20) if i % 2}
+    before = read_manifest(tmp_path / "ix")
+    with monkeypatch.context() as mp:  # a rebuild publishes once: the index it replaces stays whole until then
+        _killed_at_segment(mp, 2)
+        with pytest.raises(KeyboardInterrupt):
+            build_index(corpus, tmp_path / "ix", load_splitter(), None, rebuild=True, progress=False)
+    assert read_manifest(tmp_path / "ix") == before
