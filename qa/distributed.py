@@ -18,7 +18,7 @@ import numpy as np
 
 from qa.articles import Article, CorpusFile, CorpusReader, read_file, text_key
 from qa.embed import Encoder
-from qa.index import Columns, Deferred, prepare
+from qa.index import Columns, Deferred, is_known, prepare
 from qa.selftrain import SELF_TRAINED
 from qa.sentences import Splitter
 
@@ -36,7 +36,7 @@ BYTES_PER_READ = 64 * 2**20  # files are grouped into read tasks of about this m
 # actor that died is restarted and its batch retried, without limit (max_retries, max_restarts and
 # max_task_retries -1; setting them here is deprecated in Ray 2.60). An exception inside a batch is
 # no failure of that kind: it ends the build, and the previous index stays live.
-PROBLEM, ARTICLE = "problem", "article"
+PROBLEM, ARTICLE, KNOWN = "problem", "article", "known"  # KNOWN: an article the index holds as it is
 _FIELDS = ("id", "title", "source", "published", "url", "text", "origin", "content_hash")
 
 
@@ -92,7 +92,8 @@ class RayIngest:
     readers: int | None = None
 
     def __call__(self, reader: CorpusReader, files: list[CorpusFile], splitter: Splitter,
-                 encoder: Encoder | None) -> Iterator[tuple[Article, CorpusFile, Deferred]]:
+                 encoder: Encoder | None, known: np.ndarray | None = None) -> Iterator[
+                     tuple[Article, CorpusFile, Deferred | None]]:
         if not files:
             return
         ray = _ray()
@@ -110,7 +111,8 @@ class RayIngest:
         try:
             ds = ray.data.read_datasource(_datasource(files), concurrency=self.readers or max(1, workers // 8),
                                           num_cpus=0)
-            ds = ds.map_batches(Prepare, fn_constructor_args=(splitter, ray.put(encoder) if encoder else None),
+            ds = ds.map_batches(Prepare, fn_constructor_args=(splitter, ray.put(encoder) if encoder else None,
+                                                              None if known is None or not len(known) else ray.put(known)),
                                 batch_size=ARTICLES_PER_EMBED_BATCH if encoder else ARTICLES_PER_BATCH,
                                 batch_format="pyarrow",
                                 compute=ray.data.ActorPoolStrategy(size=workers),
@@ -124,11 +126,12 @@ class RayIngest:
 
 
 def admitted(batches, reader: CorpusReader, files: list[CorpusFile],
-             dim: int) -> Iterator[tuple[Article, CorpusFile, Deferred]]:
+             dim: int) -> Iterator[tuple[Article, CorpusFile, Deferred | None]]:
     """The driver's side: prepared rows (pyarrow tables, in corpus order) back to articles, problems
     reported and duplicates skipped by reader, as reader.articles(files) does. Only the articles' own
     fields become Python objects here; their sentences, tokens and vectors stay in the block until the
-    segment writer takes them, a block at a time (Block.columns). dim: of the vectors (0: none)."""
+    segment writer takes them, a block at a time (Block.columns). An article the index holds already
+    comes with None (not prepared). dim: of the vectors (0: none)."""
     import pyarrow.compute as pc
 
     for batch in batches:
@@ -140,7 +143,8 @@ def admitted(batches, reader: CorpusReader, files: list[CorpusFile],
                 continue
             article = Article(**{k: row[k] for k in _FIELDS})
             if reader.admit(row["where"], article, row["key"]):
-                yield article, files[row["file"]], Deferred(block, i, int(counts[i]), row["key"])
+                yield article, files[row["file"]], \
+                    None if row["kind"] == KNOWN else Deferred(block, i, int(counts[i]), row["key"])
 
 
 class Block:
@@ -238,14 +242,16 @@ def read_rows(group: tuple[tuple[int, CorpusFile], ...]):
 
 
 class Prepare:
-    """The actor: splits, tokenizes and (given an encoder) embeds a batch of articles. The model comes
-    once per actor, through the object store, so every actor embeds with the driver's very weights."""
+    """The actor: splits, tokenizes and (given an encoder) embeds a batch of articles, but those the
+    index holds as they are (known: qa.index.known_keys), which only get their text_key. The model
+    comes once per actor, through the object store, so every actor embeds with the driver's very weights."""
 
-    def __init__(self, splitter: Splitter, encoder):
+    def __init__(self, splitter: Splitter, encoder, known=None):
         import ray
 
         self.splitter = splitter
         self.encoder: Encoder | None = ray.get(encoder) if isinstance(encoder, ray.ObjectRef) else encoder
+        self.known = ray.get(known) if isinstance(known, ray.ObjectRef) else known
         if self.encoder is not None and ray.is_initialized() and ray.get_gpu_ids():
             self.encoder.model.to("cuda")
         self.schema = _schemas()[1]
@@ -255,11 +261,16 @@ class Prepare:
 
         new = {name: [] for name in ("starts", "ends", "paragraphs", "lengths", "tokens", "key")}
         texts, counts = [], []
-        for row in batch.select(["kind", *_FIELDS]).to_pylist():
-            if row["kind"] != ARTICLE:
+        kinds = batch.column("kind").to_pylist()
+        for j, row in enumerate(batch.select(["kind", *_FIELDS]).to_pylist()):
+            known = row["kind"] == ARTICLE and self.known is not None and is_known(self.known, row["id"],
+                                                                                   row["content_hash"])
+            if row["kind"] != ARTICLE or known:
                 for name, column in new.items():
-                    column.append("" if name == "key" else [])
+                    column.append(text_key(row["text"]) if name == "key" and known else "" if name == "key" else [])
                 counts.append(0)
+                if known:
+                    kinds[j] = KNOWN
                 continue
             article = Article(**{k: row[k] for k in _FIELDS})
             p = prepare(article, self.splitter)
@@ -279,6 +290,6 @@ class Prepare:
                 if n:
                     vectors[j] = np.ascontiguousarray(embedded[end - n:end], dtype=np.float32).tobytes()
         columns = {name: batch.column(name) for name in batch.column_names}  # the read rows pass through as they are
-        columns.update(new, vectors=vectors)
+        columns.update(new, vectors=vectors, kind=kinds)
         return pa.table({f.name: pa.array(columns[f.name], type=f.type) if isinstance(columns[f.name], list)
                          else columns[f.name] for f in self.schema}, schema=self.schema)

@@ -368,11 +368,30 @@ class Deferred:
 
 
 # How a build reads and prepares its articles when not in this process: called with (reader, files,
-# splitter, encoder or None), it yields (article, its file, Prepared or Deferred) in the order
-# reader.articles(files) would, admitting each with reader.admit and reporting problems with
-# reader.report; embedded when given an encoder. qa.distributed.RayIngest is one.
-Ingest = Callable[["articles.CorpusReader", list, Splitter, "Encoder | None"],
-                  Iterator[tuple[Article, "articles.CorpusFile", "Prepared | Deferred"]]]
+# splitter, encoder or None, known), it yields (article, its file, Prepared, Deferred or None) in the
+# order reader.articles(files) would, admitting each with reader.admit and reporting problems with
+# reader.report; embedded when given an encoder. known (known_keys): the articles the index holds
+# already, which come with None, not prepared: the build keeps them where they are.
+# qa.distributed.RayIngest is one.
+Ingest = Callable[["articles.CorpusReader", list, Splitter, "Encoder | None", np.ndarray],
+                  Iterator[tuple[Article, "articles.CorpusFile", "Prepared | Deferred | None"]]]
+
+
+def known_key(article_id: str, content_hash: str) -> bytes:
+    """An article version in 16 bytes (of a sha1 of its id and content hash): known_keys of the
+    articles a build keeps are sent to where articles are prepared (16 MB a million)."""
+    return sha1(f"{article_id}\0{content_hash}".encode()).digest()[:16]
+
+
+def known_keys(pairs: Iterable[tuple[str, str]]) -> np.ndarray:
+    """The sorted known_key of (article id, content hash) pairs; is_known tells membership."""
+    return np.unique(np.array([known_key(a, h) for a, h in pairs], dtype="S16"))
+
+
+def is_known(keys: np.ndarray, article_id: str, content_hash: str) -> bool:
+    k = np.array(known_key(article_id, content_hash), dtype="S16")  # numpy reads both back without trailing NULs
+    at = int(np.searchsorted(keys, k))
+    return at < len(keys) and keys[at] == k[()]
 
 
 class SegmentWriter:
@@ -796,10 +815,12 @@ class _Build:
         added = updated = 0
         writer = None
         keep_texts = self.encoder is not None and not self.train_model
+        # the changed files' articles the index holds as they are: not prepared again (through Ray)
+        known = known_keys((aid, a.content_hash) for aid, (_, a) in old_articles.items())
         bar = tqdm(desc="indexing", unit=" articles", disable=not self.progress, dynamic_ncols=True)
         sentences_done = 0
         for i, files in sorted(by_reader.items()):
-            for article, f, prepared in self._stream(readers[i], files, keep_texts):
+            for article, f, prepared in self._stream(readers[i], files, keep_texts, known):
                 origin = origin_of[f]
                 seen.add(article.id)
                 old = old_articles.get(article.id)
@@ -845,12 +866,12 @@ class _Build:
             self._flush(writer, records)
         return added, updated, seen
 
-    def _stream(self, reader: "articles.CorpusReader", files, embed: bool) -> Iterator[
+    def _stream(self, reader: "articles.CorpusReader", files, embed: bool, known: np.ndarray) -> Iterator[
             tuple[Article, object, Prepared | Deferred | None]]:
         """(article, its file, Prepared or None: prepared only when written) in stream order."""
         if self.ingest is not None:
             before = len(reader.problems)
-            yield from self.ingest(reader, files, self.splitter, self.encoder if embed else None)
+            yield from self.ingest(reader, files, self.splitter, self.encoder if embed else None, known)
             self.problems += reader.problems[before:]
         else:
             for f in files:

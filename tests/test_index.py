@@ -583,3 +583,15 @@ def test_a_build_published_midway_holds_each_article_once(tmp_path, monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             build_index(corpus, tmp_path / "ix", load_splitter(), None, rebuild=True, progress=False)
     assert read_manifest(tmp_path / "ix") == before
+
+
+def test_known_articles_are_told_apart_by_id_and_version():
+    """known_keys / is_known: what a build sends to where articles are prepared, to skip those it keeps."""
+    from qa.index import is_known, known_key, known_keys
+
+    ids = [f"a{i}" for i in range(2000)]
+    nul = next(i for i in ids if known_key(i, "v1").endswith(b"\0"))  # numpy drops trailing NULs on reading
+    keys = known_keys((i, "v1") for i in ids)
+    assert len(keys) == 2000 and all(is_known(keys, i, "v1") for i in ids) and is_known(keys, nul, "v1")
+    assert not any(is_known(keys, i, "v2") for i in ids) and not is_known(keys, "b0", "v1")
+    assert not is_known(known_keys([]), "a0", "v1")

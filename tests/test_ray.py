@@ -208,6 +208,29 @@ def test_an_incremental_build_on_ray_changes_only_what_changed(cluster, corpus, 
     assert_same_index(tmp_path / "local", tmp_path / "ray")
 
 
+def test_articles_the_index_holds_are_not_prepared_again(cluster, tmp_path):
+    """An actor leaves unprepared (no sentences, tokens or vectors; only the text_key) the articles
+    that the index holds as they are: an incremental build splits and embeds only what changed."""
+    from qa.articles import CorpusReader, text_key
+    from qa.distributed import ARTICLE, KNOWN, Prepare, read_rows
+    from qa.index import known_keys
+
+    rows = [{"id": f"n{i}", "title": f"N{i}", "text": f"Article {i} has a first sentence. And a second one."}
+            for i in range(3)]
+    (tmp_path / "n.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (f,) = CorpusReader(tmp_path / "n.jsonl").files
+    (table,) = read_rows(((0, f),))
+    hashes = table.column("content_hash").to_pylist()
+    known = known_keys([("n1", hashes[1]), ("n2", "another version")])
+    out = Prepare(load_splitter(), None, known)(table)
+    assert out.column("kind").to_pylist() == [ARTICLE, KNOWN, ARTICLE]
+    assert [len(x) for x in out.column("starts").to_pylist()] == [2, 0, 2]
+    assert [len(x) for x in out.column("tokens").to_pylist()][1] == 0
+    assert out.column("key").to_pylist()[1] == text_key(rows[1]["text"])
+    everything = Prepare(load_splitter(), None, None)(table)
+    assert everything.column("kind").to_pylist() == [ARTICLE] * 3
+
+
 def test_a_worker_that_dies_is_replaced_and_its_articles_still_indexed(cluster, corpus, tmp_path):
     """The actor splitting one article kills its own process the first time: Ray restarts it and
     retries the batch, and the index is the same as ever."""
