@@ -826,8 +826,6 @@ class _Build:
                 old = old_articles.get(article.id)
                 if old is not None and old[1].content_hash == article.content_hash:
                     continue  # unchanged, where it is
-                if old is not None and old[1].content_hash == article.content_hash and old[1].origin == origin:
-                    continue  # unchanged, where it is
                 if old is None and self._find_live(store.articles_by_id, [article.id]):
                     self.problems.append(Problem(f.rel, f"skipped {article.id!r}: the id is already used by an "
                                                         "article of another file; give one of them another id"))
