@@ -170,6 +170,52 @@ def build_kills(work: Path, runs: int) -> int:
     return failures
 
 
+LONG_FLUSH = 1_000  # sentences per segment in long_build_kills: a short build writes and publishes a dozen
+
+
+def long_build_kills(work: Path, runs: int) -> int:
+    """A build of 2,000 more articles (12,026 sentences, a segment published every 1,000), SIGKILLed
+    and run again, again and again; once everything is in, 500 more articles come, so that each run
+    has work to be killed in. Each time, what was published answers and holds each article once; at
+    the end, one more run completes the corpus into what one uninterrupted build makes of it."""
+    corpus, index = make_corpus(work / "long", 2000), work / "long-index"
+    command = [sys.executable, "-c", f"import sys; from qa import cli, index; index.FLUSH_SENTENCES = {LONG_FLUSH}; "
+               "sys.exit(cli.main(sys.argv[1:]))", "index", str(corpus), "--model", "none", "--index"]
+    t0 = time.monotonic()
+    subprocess.run([*command, str(work / "long-timing")], capture_output=True, check=True)
+    full = time.monotonic() - t0
+    failures, rng, added = 0, random.Random(1), 0
+    for run in range(runs):
+        corpus_ids = {a.id for a in load_corpus(corpus).articles}
+        if generation_name(index) and set(Retriever.load(index).article_ids) == corpus_ids:
+            for i in range(500):  # all in: more work for the next run to be killed in
+                n = 10_000 + added + i
+                (corpus / f"more{n}.txt").write_text(f"title: Town {n}\n\n{town(n, rng)}\n", encoding="utf-8")
+            added += 500
+            corpus_ids = {a.id for a in load_corpus(corpus).articles}
+        proc = subprocess.Popen([*command, str(index)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        delay = random.uniform(0.5, full)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not generation_name(index):
+            print(f"  long build kill {run + 1} at {delay:.1f} s of {full:.1f} s: nothing published yet", flush=True)
+            continue
+        ids = Retriever.load(index).article_ids
+        ok = len(ids) == len(set(ids)) and set(ids) <= corpus_ids and answers(index)
+        failures += not ok
+        print(f"  long build kill {run + 1} at {delay:.1f} s of {full:.1f} s: {len(set(ids)):,} of {len(corpus_ids):,} "
+              f"articles published, each once, and it answers: {ok}", flush=True)
+    code = subprocess.run([*command, str(index)], capture_output=True).returncode
+    subprocess.run([*command, str(work / "long-whole")], capture_output=True, check=True)
+    ok = code == 0 and consistent(corpus, index) and not orphans(index) and \
+        Retriever.load(index).manifest.sentences == Retriever.load(work / "long-whole").manifest.sentences
+    failures += not ok
+    print(f"  then qa index once more: exit {code}; holds the corpus ({len(corpus_ids):,} articles), no orphans, "
+          f"the sentences of one uninterrupted build: {ok}", flush=True)
+    return failures
+
+
 def upload_kills(work: Path, runs: int) -> int:
     corpus, index = make_corpus(work / "upkills", 400), work / "upkills-index"
     failures, landed = 0, 0
@@ -208,6 +254,8 @@ def main() -> int:
     failures["upload races"] = upload_races(work, args.upload_races)
     print(f"SIGKILL during qa index --rebuild, {args.kills} runs:", flush=True)
     failures["build kills"] = build_kills(work, args.kills)
+    print(f"SIGKILL during a long qa index, run again each time, {2 * args.kills} runs:", flush=True)
+    failures["long build kills"] = long_build_kills(work, 2 * args.kills)
     print(f"SIGKILL of qa serve during an upload, {args.kills} runs:", flush=True)
     failures["upload kills"] = upload_kills(work, args.kills)
     print("failed runs: " + ", ".join(f"{k} {v}" for k, v in failures.items()))
