@@ -266,8 +266,9 @@ class Prepare:
             known = row["kind"] == ARTICLE and self.known is not None and is_known(self.known, row["id"],
                                                                                    row["content_hash"])
             if row["kind"] != ARTICLE or known:
-                for name, column in new.items():
-                    column.append(text_key(row["text"]) if name == "key" and known else "" if name == "key" else [])
+                for name in ("starts", "ends", "paragraphs", "lengths", "tokens"):
+                    new[name].append([])
+                new["key"].append(text_key(row["text"]) if known else "")  # the duplicate check needs it
                 counts.append(0)
                 if known:
                     kinds[j] = KNOWN

@@ -816,7 +816,7 @@ class _Build:
         writer = None
         keep_texts = self.encoder is not None and not self.train_model
         # the changed files' articles the index holds as they are: not prepared again (through Ray)
-        known = known_keys((aid, a.content_hash) for aid, (_, a) in old_articles.items())
+        known = None if self.ingest is None else known_keys((aid, a.content_hash) for aid, (_, a) in old_articles.items())
         bar = tqdm(desc="indexing", unit=" articles", disable=not self.progress, dynamic_ncols=True)
         sentences_done = 0
         for i, files in sorted(by_reader.items()):
@@ -864,7 +864,7 @@ class _Build:
             self._flush(writer, records)
         return added, updated, seen
 
-    def _stream(self, reader: "articles.CorpusReader", files, embed: bool, known: np.ndarray) -> Iterator[
+    def _stream(self, reader: "articles.CorpusReader", files, embed: bool, known: np.ndarray | None) -> Iterator[
             tuple[Article, object, Prepared | Deferred | None]]:
         """(article, its file, Prepared or None: prepared only when written) in stream order."""
         if self.ingest is not None:
@@ -882,9 +882,9 @@ class _Build:
     def _new_folder(self) -> Path:
         if not hasattr(self, "new_gen"):
             self.index_dir.mkdir(parents=True, exist_ok=True)
-            self.new_gen = self.index_dir / f"gen-{time.time_ns():020d}-{os.getpid()}"
+            self.new_gen = self.index_dir / _fresh("gen")
             self.new_gen.mkdir()
-        return self.new_gen / f"seg-{time.time_ns():020d}-{os.getpid()}"
+        return self.new_gen / _fresh("seg")
 
     def _flush(self, writer: SegmentWriter, records) -> None:
         encoder = None if self.train_model else self.encoder
@@ -904,7 +904,7 @@ class _Build:
         generation)."""
         if self.rebuild or self.train_model or self.reuse_model or self.carry_model:
             return
-        gen = self.index_dir / f"gen-{time.time_ns():020d}-{os.getpid()}"
+        gen = self.index_dir / _fresh("gen")
         gen.mkdir()
         manifest = self._manifest(self._carry_segments(gen), self.mode_reason)
         manifest.write(gen / "manifest.json")
@@ -1018,7 +1018,7 @@ class _Build:
             seg = Segment(old, load_vectors=False)
             texts = [t for *_, t in store.sentences(seg.db)]
             seg.close()
-            name = f"seg-{time.time_ns():020d}-{os.getpid()}"
+            name = _fresh("seg")
             new = self.new_gen / name
             _link_tree(old, new, skip=("dense.faiss", "segment.json"))
             vectors = self.encoder.encode_documents(texts, progress=self.progress) if texts \
@@ -1044,7 +1044,7 @@ class _Build:
         while plan := merge_plan(entries):
             group = plan[0]
             names = {e["name"] for e in group}
-            folder = self.new_gen / f"seg-{time.time_ns():020d}-{os.getpid()}"
+            folder = self.new_gen / _fresh("seg")
             log.info("merging %d segments (%s sentences) into %s", len(group),
                      f"{sum(e['sentences'] for e in group):,}", folder.name)
             writer = SegmentWriter(folder)
@@ -1107,6 +1107,11 @@ def merge_plan(entries: list[dict]) -> list[list[dict]]:
             plan.append(group)
             break
     return plan
+
+
+def _fresh(kind: str) -> str:
+    """A new generation's or segment's folder name: kind, the time in ns, this process."""
+    return f"{kind}-{time.time_ns():020d}-{os.getpid()}"
 
 
 def _now() -> str:

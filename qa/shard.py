@@ -291,10 +291,8 @@ class _Scores:
 
     def fused_keys(self, scale: dict[str, float], keys: list[Key], first: int) -> np.ndarray:
         """Fused scores of (i, row) keys whose segments are numbered from first."""
-        out = np.zeros(len(keys), np.float32)
-        for i, js in _by_segment(keys).items():
-            out[js] = self.fused(i - first, scale, np.array([keys[j][1] for j in js], np.int64))
-        return out
+        sentence, window, article = self.raw(keys, first)
+        return fuse(sentence, window, article, scale)
 
     def best(self, scale: dict[str, float], pool: int, positive: bool, first: int = 0) -> tuple[list[Key], np.ndarray]:
         """The pool best (first + n, row) pairs of these segments (n: the n-th) by fused score, best
