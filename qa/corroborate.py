@@ -111,8 +111,9 @@ def differences(passages: Sequence[Passage], numbers: Sequence[int]) -> tuple[Di
         for only_first, only_other in _conflicts(tokens[0], tokens[j]):
             words, others = slots.setdefault(tuple(t.key for t in only_first),
                                              (tuple(t.word for t in only_first), {}))
-            others.setdefault(tuple(t.key for t in only_other), [tuple(t.word for t in only_other), []])[1].append(
-                numbers[j])
+            cites = others.setdefault(tuple(t.key for t in only_other), [tuple(t.word for t in only_other), []])[1]
+            if numbers[j] not in cites:  # the same detail differs twice in one sentence ("of Africa ... West Africa")
+                cites.append(numbers[j])
     out = []
     for keys, (words, others) in slots.items():
         conflicting = {n for _, ns in others.values() for n in ns}

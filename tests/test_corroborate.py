@@ -28,6 +28,13 @@ def test_place_names_that_differ_are_both_shown():
     assert diff.readings == (Reading(("Ariha",), (1,)), Reading(("Jericho",), (2,)))
 
 
+def test_a_detail_that_differs_twice_in_a_sentence_cites_it_once():
+    a = passage("United Bank of Africa and Standard Trust agreed to create the biggest bank in West Africa.", "x")
+    b = passage("United Bank of Bowden and Standard Trust agreed to create the biggest bank in West Bowden.", "y")
+    (diff,) = differences([a, b], [1, 2])
+    assert diff.readings == (Reading(("Africa",), (1,)), Reading(("Bowden",), (2,)))
+
+
 def test_numbers_that_differ_are_both_shown():
     a = passage("The strike killed 11 civilians in Idlib on Monday.")
     b = passage("The strike killed twelve civilians in Idlib on Monday.")
