@@ -122,8 +122,9 @@ def _title(article: Article | None, p: Passage) -> str:
 def _marked(text: str, start: int, end: int, words: tuple[str, ...] = ()) -> str:
     """text[start:end] wrapped in <mark>, with the differing words in bold; all escaped."""
     inner = html.escape(text[start:end])
-    for w in words:
-        inner = re.sub(rf"(?<!\w){re.escape(html.escape(w))}(?!\w)", lambda m: f'<b class="differs">{m[0]}</b>', inner)
+    if words:  # one pass: a word named by several differences is marked once, and no tag is searched
+        alts = "|".join(re.escape(html.escape(w)) for w in sorted(set(words), key=len, reverse=True))
+        inner = re.sub(rf"(?<!\w)(?:{alts})(?!\w)", lambda m: f'<b class="differs">{m[0]}</b>', inner)
     return f"{html.escape(text[:start])}<mark>{inner}</mark>{html.escape(text[end:])}"
 
 

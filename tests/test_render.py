@@ -72,6 +72,15 @@ def test_answer_says_who_reports_it_and_shows_both_place_names(r):
     assert "“Ariha”" in text and "“Jericho”" in text
 
 
+def test_a_differing_word_is_marked_once_and_tags_are_left_alone():
+    from qa.render import _marked
+    text = "United Bank of Africa and Trust Bank, in West Africa: a class b."
+    marked = _marked(text, 0, len(text), ("Bank", "Africa", "Bank", "class", "Africa", "b", "Bank"))
+    assert visible_text(marked) == text
+    assert "<b class=\"differs\"><b" not in marked
+    assert re.findall(r'<b class="differs">([^<]*)</b>', marked) == ["Bank", "Africa", "Bank", "Africa", "class", "b"]
+
+
 def test_streaming_shows_the_sentences_one_by_one(r):
     turn = make_turn(r, "How many attacks did Amnesty document?")
     assert len(turn.agreements) >= 2
