@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 from qa import models
+from qa.answer import Policy
+from qa.corroborate import corroborate
 from qa.distributed import RayUnavailable
 from qa.embed import NO_MODEL
 from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
+from qa.render import reported
 from qa.selftrain import SELF_TRAINED
 from qa.sentences import load_splitter
 
@@ -88,16 +91,26 @@ def describe(report: BuildReport) -> str:
     return "\n".join(lines)
 
 
-def answer_json(ans) -> dict:
+def answer_json(ans, policy: Policy = Policy()) -> dict:
     return {"question": ans.question, "answer": ans.text, "abstained": ans.abstained,
             "citations": [{"n": c.n, "article_id": c.passage.article_id, "title": c.passage.title,
                            "source": c.passage.source, "published": c.passage.published,
                            "sentence": c.passage.text, "start": c.passage.start, "end": c.passage.end,
-                           "score": round(c.score, 4)} for c in ans.citations]}
+                           "score": round(c.score, 4)} for c in ans.citations],
+            "agreements": [{"sentence": g.text, "citations": [c.n for c in g.citations],
+                            "reported_by": g.reported_by, "articles_answering": g.matching_articles,
+                            "differences": [[{"words": " ".join(r.words), "citations": list(r.citations)}
+                                             for r in d.readings] for d in g.differences]}
+                           for g in corroborate(ans, policy)]}
 
 
-def format_answer(ans) -> str:
+def format_answer(ans, policy: Policy = Policy()) -> str:
     lines = [ans.text, *ans.notes]
+    for i, g in enumerate(corroborate(ans, policy), start=1):  # who reports each sentence, and where they differ
+        lines.append(f"({i}) {reported(g)}.")
+        lines += ["    The articles differ here: " + " / ".join(
+            f"“{' '.join(r.words)}” " + "".join(f"[{n}]" for n in r.citations) for r in d.readings)
+            for d in g.differences]
     for c in ans.citations:
         p = c.passage
         meta = ", ".join(x for x in (p.source, p.published) if x)
@@ -182,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             if assistant.notice:
                 log.warning(assistant.notice)
             ans = assistant.ask(args.question, k=args.k)
-            print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2) if args.json else format_answer(ans))
+            print(json.dumps(answer_json(ans, assistant.policy), ensure_ascii=False, indent=2) if args.json
+                  else format_answer(ans, assistant.policy))
         elif args.command == "train-reader":
             print(json.dumps(train_reader(Path(args.data), Path(args.work), args.set, args.calibrate_only), indent=1))
         elif args.command == "eval":
             from qa import evaluate
-            from qa.answer import Policy
             policy = Policy() if args.min_support is None else Policy(min_support=args.min_support)
             command = "qa " + " ".join(argv if argv is not None else sys.argv[1:])
             try:

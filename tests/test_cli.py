@@ -33,16 +33,22 @@ def test_index_then_ask_json(tmp_path, corpus_dir):
     done = run_qa("ask", "How many civilians were killed near the hospital in Ariha?", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"question", "answer", "abstained", "citations"}
+    assert set(out) == {"question", "answer", "abstained", "citations", "agreements"}
     assert out["abstained"] is False and "11 civilians" in out["answer"]
     assert len(out["citations"]) == 2 and all(set(c) == CITATION_KEYS for c in out["citations"])
     assert [c["n"] for c in out["citations"]] == [1, 2]
+    # the two outlets report one fact and name the town differently: said, not hidden
+    assert out["agreements"] == [{"sentence": out["answer"].removesuffix(" [1][2]"), "citations": [1, 2],
+                                  "reported_by": 2, "articles_answering": 2,
+                                  "differences": [[{"words": "Ariha", "citations": [1]},
+                                                   {"words": "Jericho", "citations": [2]}]]}]
     text = (tmp_path / "corpus" / f"{out['citations'][0]['article_id']}.txt").read_text(encoding="utf-8")
     assert out["citations"][0]["sentence"] in text
 
     done = run_qa("ask", "What is the capital of France?", "--json", cwd=tmp_path)
     assert json.loads(done.stdout) == {"question": "What is the capital of France?",
-                                       "answer": "The articles don't say.", "abstained": True, "citations": []}
+                                       "answer": "The articles don't say.", "abstained": True, "citations": [],
+                                       "agreements": []}
 
 
 def test_in_process_index_and_ask(tmp_path, corpus_dir, capsys, monkeypatch):
@@ -55,6 +61,10 @@ def test_in_process_index_and_ask(tmp_path, corpus_dir, capsys, monkeypatch):
     assert main(["ask", "Who is the regional director of Amnesty?", "--index", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out
     assert "Heba Morayef" in out and "[1]" in out
+    assert main(["ask", "How many civilians were killed near the hospital in Ariha?", "--index", str(tmp_path / "ix")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == ["(1) Reported by 2 of 2 articles that answer the question.",
+                        "    The articles differ here: “Ariha” [1] / “Jericho” [2]"]
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys, monkeypatch, tiny_model, corpus_dir):
