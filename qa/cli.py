@@ -107,6 +107,8 @@ def answer_json(ans, policy: Policy = Policy()) -> dict:
 def format_answer(ans, policy: Policy = Policy()) -> str:
     lines = [ans.text, *ans.notes]
     for i, g in enumerate(corroborate(ans, policy), start=1):  # who reports each sentence, and where they differ
+        if g.reported_by == 1 and not g.differences:
+            continue  # one source: its citation says all (--json has every sentence)
         lines.append(f"({i}) {reported(g)}.")
         lines += ["    The articles differ here: " + " / ".join(
             f"“{' '.join(r.words)}” " + "".join(f"[{n}]" for n in r.citations) for r in d.readings)
