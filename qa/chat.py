@@ -14,7 +14,7 @@ from qa.conversation import read_question
 from qa.reader import Reader, open_reader
 from qa.corroborate import corroborate
 from qa.render import (SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
-                       question_markdown, sources_html)
+                       question_markdown, scope_words, sources_html)
 from qa.login import LoginLimiter
 from qa.retrieve import MAX_QUESTION_CHARS, Retriever
 from qa.uploads import Added, LiveIndex
@@ -81,15 +81,6 @@ def parse_day(value: str, label: str) -> str:
     if not day:
         raise ValueError(f"“{value}” in the {label} box is not a date; type it as YYYY-MM-DD, e.g. 2020-05-11.")
     return day[:10]
-
-
-def scope_words(sources: list[str], since: str, until: str) -> str:
-    parts = []
-    if sources:
-        parts.append("only " + ", ".join(sources))
-    if since or until:
-        parts.append(f"articles dated {since or 'any time'} to {until or 'now'} (undated ones left out)")
-    return "; ".join(parts)
 
 
 def undated(r: Retriever) -> int:

@@ -4,16 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from qa import models
 from qa.answer import Policy
+from qa.articles import normalise_date
 from qa.corroborate import corroborate
 from qa.distributed import RayUnavailable
 from qa.embed import NO_MODEL
 from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
-from qa.render import reported
+from qa.render import reported, scope_words
 from qa.selftrain import SELF_TRAINED
 from qa.sentences import load_splitter
 
@@ -91,6 +93,22 @@ def describe(report: BuildReport) -> str:
     return "\n".join(lines)
 
 
+class QuestionError(ValueError):
+    """A filter of `qa ask` that names no date or no outlet of the index."""
+
+
+def _day(value: str, flag: str) -> str:
+    """'' or the ISO day a --since/--until value names; a year or a year and month as given (search
+    takes its first or last day)."""
+    value = value.strip()
+    if re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", value):
+        return value
+    day = normalise_date(value)
+    if day is None:
+        raise QuestionError(f"{flag} {value!r} is not a date; use YYYY-MM-DD, e.g. 2020-05-11")
+    return day[:10]
+
+
 def answer_json(ans, policy: Policy = Policy()) -> dict:
     return {"question": ans.question, "answer": ans.text, "abstained": ans.abstained,
             "citations": [{"n": c.n, "article_id": c.passage.article_id, "title": c.passage.title,
@@ -144,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", default=DEFAULT_INDEX)
     p.add_argument("-k", type=int, default=5, help="passages to retrieve")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--source", action="append", default=[], metavar="OUTLET",
+                   help="search only this outlet's articles (repeat for several)")
+    p.add_argument("--since", default="", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
+    p.add_argument("--until", default="", metavar="DATE", help="only articles dated on or before DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
     p = sub.add_parser("eval", help="score answers, citations and abstention on a question set")
     p.add_argument("set", nargs="?", default=DEFAULT_SET, help=f"a .jsonl question set (default {DEFAULT_SET})")
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -193,12 +215,21 @@ def main(argv: list[str] | None = None) -> int:
                     distributed.disconnect()
         elif args.command == "ask":
             from qa.answer import Assistant
+            since, until = (_day(v, flag) for v, flag in ((args.since, "--since"), (args.until, "--until")))
             assistant = Assistant.load(args.index)
             if assistant.notice:
                 log.warning(assistant.notice)
-            ans = assistant.ask(args.question, k=args.k)
+            outlets = assistant.retriever.stats().sources
+            unknown = [s for s in args.source if s not in outlets]
+            if unknown:
+                raise QuestionError(f"no outlet named {', '.join(map(repr, unknown))} in the index; its outlets: "
+                                    + (", ".join(sorted(outlets)[:30]) + (" …" if len(outlets) > 30 else "")
+                                       if outlets else "none (no article names one)"))
+            ans = assistant.ask(args.question, k=args.k, sources=args.source or None, since=since or None,
+                                until=until or None)
+            scope = scope_words(args.source, since, until)
             print(json.dumps(answer_json(ans, assistant.policy), ensure_ascii=False, indent=2) if args.json
-                  else format_answer(ans, assistant.policy))
+                  else (f"Searched {scope}.\n" if scope else "") + format_answer(ans, assistant.policy))
         elif args.command == "train-reader":
             print(json.dumps(train_reader(Path(args.data), Path(args.work), args.set, args.calibrate_only), indent=1))
         elif args.command == "eval":
@@ -221,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(index_corpus(args.corpus, args.index, args.model)))
             serve(args.index, corpus=args.corpus, host=args.host, port=args.port, share=args.share,
                   auth=args.auth, ray=args.ray, actors=args.actors)
-    except (IndexUnusable, FileNotFoundError, RayUnavailable) as e:
+    except (IndexUnusable, FileNotFoundError, RayUnavailable, QuestionError) as e:
         print(f"qa: {e}", file=sys.stderr)
         return 2
     return 0

@@ -86,6 +86,16 @@ def answer_markdown(turn: Turn, parts: int | None = None) -> str:
     return "\n\n".join(lines)
 
 
+def scope_words(sources: list[str], since: str, until: str) -> str:
+    """The filters in words ('' for none): what "Searched ..." says before an answer."""
+    parts = []
+    if sources:
+        parts.append("only " + ", ".join(sources))
+    if since or until:
+        parts.append(f"articles dated {since or 'any time'} to {until or 'now'} (undated ones left out)")
+    return "; ".join(parts)
+
+
 def reported(g: Agreement) -> str:
     n = g.matching_articles
     return f"Reported by {g.reported_by} of {n} " + ("article that answers" if n == 1 else "articles that answer") + \

@@ -76,3 +76,36 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys, monkeypatch, tiny_
     assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix")]) == 0
     assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix"), "--model", str(tiny_model)]) == 2
     assert "--rebuild" in capsys.readouterr().err
+
+
+def test_ask_searches_only_the_outlets_and_dates_asked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QA_MODEL", "none")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("title: Dam opens\nsource: River Post\ndate: 2021-03-04\n\nThe new dam on the Vale "
+                                  "river opened on Thursday after six years of work. It holds water for two cities.\n")
+    (corpus / "b.txt").write_text("title: Vale dam\nsource: Valley Times\ndate: 2023-07-08\n\nThe Vale river dam opened "
+                                  "on Thursday after six years of building work. Officials praised the engineers.\n")
+    ix = str(tmp_path / "ix")
+    assert main(["index", str(corpus), "--index", ix]) == 0
+    capsys.readouterr()
+
+    def ask(*flags):
+        code = main(["ask", "When did the Vale river dam open?", "--index", ix, "--json", *flags])
+        got = capsys.readouterr()
+        return code, json.loads(got.out) if code == 0 else got.err
+
+    def outlets(out):
+        return {c["source"] for c in out["citations"]}
+
+    assert ask()[1]["abstained"] is False and outlets(ask()[1]) == {"River Post", "Valley Times"}
+    assert outlets(ask("--source", "Valley Times")[1]) == {"Valley Times"}
+    assert outlets(ask("--since", "2022")[1]) == {"Valley Times"}
+    assert outlets(ask("--until", "2022-12")[1]) == {"River Post"}
+    assert ask("--since", "2024-01-01")[1]["abstained"] is True
+    code, err = ask("--source", "Daily Nothing")
+    assert code == 2 and "no outlet named 'Daily Nothing'" in err and "River Post, Valley Times" in err
+    code, err = ask("--until", "soon")
+    assert code == 2 and "--until 'soon' is not a date" in err
+    assert main(["ask", "When did the Vale river dam open?", "--index", ix, "--source", "River Post"]) == 0
+    assert capsys.readouterr().out.startswith("Searched only River Post.\n")
