@@ -255,6 +255,16 @@ def normalise_date(raw: str) -> str | None:
         return None
 
 
+def filter_day(raw: str) -> str | None:
+    """A date bound as a search filter takes it: '' for '', a year or a year and month as given (the
+    filter takes its first or last day), else the ISO day of any date normalise_date reads; None if none."""
+    s = (raw or "").strip()
+    if re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", s):
+        return s
+    day = normalise_date(s)
+    return day if day is None else day[:10]
+
+
 @lru_cache(maxsize=16)  # a build asks for an article's key thrice in a row: reading, admitting, storing
 def text_key(text: str) -> str:
     """What makes two articles duplicates: the same text up to whitespace (sha1 hex)."""

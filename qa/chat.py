@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from qa.answer import answer
-from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, normalise_date
+from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, filter_day
 from qa.conversation import read_question
 from qa.reader import Reader, open_reader
 from qa.corroborate import corroborate
@@ -74,13 +74,10 @@ JS = """
 
 def parse_day(value: str, label: str) -> str:
     """'' or an ISO day for a date box; raises ValueError with what to type instead."""
-    value = (value or "").strip()
-    if not value:
-        return ""
-    day = normalise_date(value)
-    if not day:
-        raise ValueError(f"“{value}” in the {label} box is not a date; type it as YYYY-MM-DD, e.g. 2020-05-11.")
-    return day[:10]
+    day = filter_day(value)
+    if day is None:
+        raise ValueError(f"“{value.strip()}” in the {label} box is not a date; type it as YYYY-MM-DD, e.g. 2020-05-11.")
+    return day
 
 
 def undated(r: Retriever) -> int:

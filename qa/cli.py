@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
 from qa import models
 from qa.answer import Policy
-from qa.articles import normalise_date
+from qa.articles import filter_day
 from qa.corroborate import corroborate
 from qa.distributed import RayUnavailable
 from qa.embed import NO_MODEL
@@ -98,15 +97,11 @@ class QuestionError(ValueError):
 
 
 def _day(value: str, flag: str) -> str:
-    """'' or the ISO day a --since/--until value names; a year or a year and month as given (search
-    takes its first or last day)."""
-    value = value.strip()
-    if re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", value):
-        return value
-    day = normalise_date(value)
+    """A --since/--until value as search takes it (qa.articles.filter_day)."""
+    day = filter_day(value)
     if day is None:
         raise QuestionError(f"{flag} {value!r} is not a date; use YYYY-MM-DD, e.g. 2020-05-11")
-    return day[:10]
+    return day
 
 
 def answer_json(ans, policy: Policy = Policy()) -> dict:

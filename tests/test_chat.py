@@ -88,6 +88,9 @@ def test_parse_day():
     assert parse_day(" 2020-05-11 ", "From") == "2020-05-11"
     assert parse_day("11 May 2020", "From") == "2020-05-11"
     assert parse_day("", "To") == ""
+    assert parse_day("2020", "From") == "2020" and parse_day(" 2020-05", "To") == "2020-05"  # search takes year and month
+    with pytest.raises(ValueError, match="not a date"):
+        parse_day("2020-13", "To")
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         parse_day("soon", "To")
 
