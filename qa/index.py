@@ -278,8 +278,6 @@ class Segment:
         self.live_article = np.ones(self.articles, dtype=bool)
         self.live_article[self.deleted_articles] = False
         self.live = self.live_article[self.sentence_article] if len(self.deleted_articles) else None
-        self.live_sentences = self.sentences if self.live is None else int(self.live.sum())
-        self.live_articles = int(self.live_article.sum())
 
     def tokens(self, row: int) -> np.ndarray:
         return self.token_ids[self.token_ptr[row]:self.token_ptr[row + 1]]
