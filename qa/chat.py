@@ -76,7 +76,8 @@ def parse_day(value: str, label: str) -> str:
     """'' or an ISO day for a date box; raises ValueError with what to type instead."""
     day = filter_day(value)
     if day is None:
-        raise ValueError(f"“{value.strip()}” in the {label} box is not a date; type it as YYYY-MM-DD, e.g. 2020-05-11.")
+        raise ValueError(f"“{value.strip()}” in the {label} box is not a date; "
+                         "type it as YYYY-MM-DD, e.g. 2020-05-11.")
     return day
 
 

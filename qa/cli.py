@@ -92,15 +92,15 @@ def describe(report: BuildReport) -> str:
     return "\n".join(lines)
 
 
-class QuestionError(ValueError):
-    """A filter of `qa ask` that names no date or no outlet of the index."""
+class FilterError(ValueError):
+    """A filter of `qa ask` that is no date, or an outlet the index does not name."""
 
 
 def _day(value: str, flag: str) -> str:
     """A --since/--until value as search takes it (qa.articles.filter_day)."""
     day = filter_day(value)
     if day is None:
-        raise QuestionError(f"{flag} {value!r} is not a date; use YYYY-MM-DD, e.g. 2020-05-11")
+        raise FilterError(f"{flag} {value!r} is not a date; use YYYY-MM-DD, e.g. 2020-05-11")
     return day
 
 
@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--source", action="append", default=[], metavar="OUTLET",
                    help="search only this outlet's articles (repeat for several)")
-    p.add_argument("--since", default="", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
-    p.add_argument("--until", default="", metavar="DATE", help="only articles dated on or before DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
+    p.add_argument("--since", default="", metavar="DATE",
+                   help="only articles dated on or after DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
+    p.add_argument("--until", default="", metavar="DATE",
+                   help="only articles dated on or before DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
     p = sub.add_parser("eval", help="score answers, citations and abstention on a question set")
     p.add_argument("set", nargs="?", default=DEFAULT_SET, help=f"a .jsonl question set (default {DEFAULT_SET})")
     p.add_argument("--index", default=DEFAULT_INDEX)
@@ -210,14 +212,14 @@ def main(argv: list[str] | None = None) -> int:
                     distributed.disconnect()
         elif args.command == "ask":
             from qa.answer import Assistant
-            since, until = (_day(v, flag) for v, flag in ((args.since, "--since"), (args.until, "--until")))
+            since, until = _day(args.since, "--since"), _day(args.until, "--until")
             assistant = Assistant.load(args.index)
             if assistant.notice:
                 log.warning(assistant.notice)
             outlets = assistant.retriever.stats().sources
             unknown = [s for s in args.source if s not in outlets]
             if unknown:
-                raise QuestionError(f"no outlet named {', '.join(map(repr, unknown))} in the index; its outlets: "
+                raise FilterError(f"no outlet named {', '.join(map(repr, unknown))} in the index; its outlets: "
                                     + (", ".join(sorted(outlets)[:30]) + (" …" if len(outlets) > 30 else "")
                                        if outlets else "none (no article names one)"))
             ans = assistant.ask(args.question, k=args.k, sources=args.source or None, since=since or None,
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(index_corpus(args.corpus, args.index, args.model)))
             serve(args.index, corpus=args.corpus, host=args.host, port=args.port, share=args.share,
                   auth=args.auth, ray=args.ray, actors=args.actors)
-    except (IndexUnusable, FileNotFoundError, RayUnavailable, QuestionError) as e:
+    except (IndexUnusable, FileNotFoundError, RayUnavailable, FilterError) as e:
         print(f"qa: {e}", file=sys.stderr)
         return 2
     return 0

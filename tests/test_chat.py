@@ -88,7 +88,8 @@ def test_parse_day():
     assert parse_day(" 2020-05-11 ", "From") == "2020-05-11"
     assert parse_day("11 May 2020", "From") == "2020-05-11"
     assert parse_day("", "To") == ""
-    assert parse_day("2020", "From") == "2020" and parse_day(" 2020-05", "To") == "2020-05"  # search takes year and month
+    # search takes a year, or a year and month, as its first or last day
+    assert parse_day("2020", "From") == "2020" and parse_day(" 2020-05", "To") == "2020-05"
     with pytest.raises(ValueError, match="not a date"):
         parse_day("2020-13", "To")
     with pytest.raises(ValueError, match="YYYY-MM-DD"):

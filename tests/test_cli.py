@@ -61,7 +61,8 @@ def test_in_process_index_and_ask(tmp_path, corpus_dir, capsys, monkeypatch):
     assert main(["ask", "Who is the regional director of Amnesty?", "--index", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out
     assert "Heba Morayef" in out and "[1]" in out
-    assert main(["ask", "How many civilians were killed near the hospital in Ariha?", "--index", str(tmp_path / "ix")]) == 0
+    assert main(["ask", "How many civilians were killed near the hospital in Ariha?",
+                 "--index", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:3] == ["(1) Reported by 2 of 2 articles that answer the question.",
                         "    The articles differ here: “Ariha” [1] / “Jericho” [2]"]
@@ -82,10 +83,12 @@ def test_ask_searches_only_the_outlets_and_dates_asked_for(tmp_path, capsys, mon
     monkeypatch.setenv("QA_MODEL", "none")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "a.txt").write_text("title: Dam opens\nsource: River Post\ndate: 2021-03-04\n\nThe new dam on the Vale "
-                                  "river opened on Thursday after six years of work. It holds water for two cities.\n")
-    (corpus / "b.txt").write_text("title: Vale dam\nsource: Valley Times\ndate: 2023-07-08\n\nThe Vale river dam opened "
-                                  "on Thursday after six years of building work. Officials praised the engineers.\n")
+    (corpus / "a.txt").write_text("title: Dam opens\nsource: River Post\ndate: 2021-03-04\n\nThe new dam on "
+                                  "the Vale river opened on Thursday after six years of work. It holds water for "
+                                  "two cities.\n")
+    (corpus / "b.txt").write_text("title: Vale dam\nsource: Valley Times\ndate: 2023-07-08\n\nThe Vale river dam "
+                                  "opened on Thursday after six years of building work. Officials praised the "
+                                  "engineers.\n")
     ix = str(tmp_path / "ix")
     assert main(["index", str(corpus), "--index", ix]) == 0
     capsys.readouterr()
