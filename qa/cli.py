@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             assistant = Assistant.load(args.index)
             if assistant.notice:
                 log.warning(assistant.notice)
-            outlets = assistant.retriever.stats().sources
+            outlets = assistant.retriever.stats().sources if args.source else ()  # a pass over every article
             unknown = [s for s in args.source if s not in outlets]
             if unknown:
                 raise FilterError(f"no outlet named {', '.join(map(repr, unknown))} in the index; its outlets: "
