@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -160,12 +161,39 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+@contextmanager
+def quiet_loading(errors_only: bool = False):
+    """transformers' "Loading weights" bar off while a model loads (and, when errors_only, the
+    messages of transformers and sentence-transformers below errors): a model loads on every
+    `qa ask`, and the bar tells the user nothing."""
+    from transformers.utils import logging as hf_logging
+
+    st_log = logging.getLogger("sentence_transformers")
+    bar, verbosity, st_level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity(), st_log.level
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+        st_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        st_log.setLevel(st_level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_encoder(name: str, device: str | None = None) -> Encoder:
     """Load a model from a local path, the local cache, or the hub (only when reachable).
 
     Raises ModelUnavailable with instructions when none of these works, instead of
     the hub client's minute of retries.
     """
+    with quiet_loading():
+        return _load_encoder(name, device)
+
+
+def _load_encoder(name: str, device: str | None) -> Encoder:
     from sentence_transformers import SentenceTransformer
 
     if device is None:

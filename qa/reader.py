@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qa.embed import ModelUnavailable, bundled_model_dir, file_sha256, verify_sha256
+from qa.embed import ModelUnavailable, bundled_model_dir, file_sha256, quiet_loading, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,9 @@ def new_model(device: str | None = None):
     """A cross-encoder over the bundled MiniLM: the starting point for training, and the frame the
     shipped weights are loaded into."""
     from sentence_transformers import CrossEncoder
-    import transformers
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "classifier newly initialised": expected here
-    try:
+    with quiet_loading(errors_only=True):  # "classifier newly initialised": expected here
         model = CrossEncoder(str(bundled_model_dir()), num_labels=1, max_length=MAX_LENGTH, device=device or "cpu")
-    finally:
-        transformers.logging.set_verbosity(verbosity)
     model.model.bert.encoder.layer = model.model.bert.encoder.layer[:LAYERS]
     model.model.config.num_hidden_layers = LAYERS
     return model

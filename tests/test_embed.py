@@ -32,8 +32,9 @@ def test_not_a_model_folder(tmp_path):
         load_encoder(str(tmp_path))
 
 
-def test_default_model_is_the_bundled_minilm_checked_by_hash():
+def test_default_model_is_the_bundled_minilm_checked_by_hash(capfd):
     enc = load_encoder(DEFAULT_MODEL)
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar on every `qa ask`
     assert (enc.info.name, enc.info.dim) == (DEFAULT_MODEL, 384) and len(enc.info.fingerprint) == 64
     v = enc.encode_documents(["The ceasefire held.", "The truce held.", "Shares fell sharply."])
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # a real model: the paraphrase is nearer than the unrelated
