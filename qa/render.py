@@ -66,7 +66,7 @@ def answer_markdown(turn: Turn, parts: int | None = None) -> str:
     ans, lines = turn.answer, []
     how = []
     if turn.reading.follows:
-        how.append(f"Read with your earlier question “{escape_md(turn.reading.follows[0])}”.")
+        how.append(f"Read with your earlier question “{escape_md(turn.reading.follows[-1])}”.")  # the one that set the topic
     if turn.scope:
         how.append(f"Searched {escape_md(turn.scope)}.")
     if how:
@@ -117,7 +117,13 @@ def _abstention(turn: Turn) -> str:
 
 
 def _label(p: Passage, article: Article | None = None) -> str:
-    return ", ".join(x for x in (_title(article, p), p.source, p.published[:10]) if x)
+    return ", ".join(x for x in (_title(article, p), p.source, _day(p.published)) if x)
+
+
+def _day(published: str) -> str:
+    """The day of a date the loader read (stored as ISO, maybe with a time); a date it could not read
+    is kept as given ("last Tuesday"), so it is shown whole, not cut to ten characters."""
+    return published[:10] if re.match(r"\d{4}-\d{2}-\d{2}", published) else published
 
 
 def _title(article: Article | None, p: Passage) -> str:
@@ -140,7 +146,7 @@ def _marked(text: str, start: int, end: int, words: tuple[str, ...] = ()) -> str
 
 def _card(card_id: str, badge: str, p: Passage, article: Article | None, differs: tuple[str, ...] = ()) -> str:
     e = html.escape
-    meta = [p.source or "outlet not given", p.published[:10] or "undated", f"sentence {p.index + 1}",
+    meta = [p.source or "outlet not given", _day(p.published) or "undated", f"sentence {p.index + 1}",
             f"article {p.article_id}"]
     if article is not None and article.text[p.start:p.end] == p.text:
         spans = paragraph_spans(article.text)
@@ -237,7 +243,7 @@ def export_markdown(turn: Turn) -> str:
     ans, articles = turn.answer, {a.id: a for a in turn.articles}
     lines = [f"**Q:** {_md_plain(turn.reading.question)}", ""]
     if turn.reading.follows:
-        lines[1:1] = [f"_Read with the earlier question “{_md_plain(turn.reading.follows[0])}”._"]
+        lines[1:1] = [f"_Read with the earlier question “{_md_plain(turn.reading.follows[-1])}”._"]
     if ans.abstained:
         lines.append(f"**A:** {ans.text}")
         if ans.hits:
@@ -255,7 +261,7 @@ def export_markdown(turn: Turn) -> str:
         lines.append("")
     for c in ans.citations:
         p = c.passage
-        where = ", ".join(x for x in (p.source or "outlet not given", p.published[:10] or "undated") if x)
+        where = ", ".join(x for x in (p.source or "outlet not given", _day(p.published) or "undated") if x)
         link = f" <{p.url}>" if re.fullmatch(r"https?://[^\s<>]+", p.url) else ""
         lines.append(f"[{c.n}] {_md_plain(_title(articles.get(p.article_id), p))} — {_md_plain(where)}, "
                      f"article {_md_plain(p.article_id)}, sentence {p.index + 1}: “{_md_plain(p.text)}”{link}")

@@ -54,13 +54,12 @@ def safe_filename(name: str) -> str:
     leading dot (hidden files are not loaded). Raises ValueError for an unsupported suffix.
     """
     base = re.split(r"[\\/]", name)[-1]
-    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    suffix = Path(base).suffix.lower()
+    suffix = Path(base).suffix.lower()  # before the name is folded to ASCII: "日本.txt" is a .txt file
     if suffix not in SUPPORTED_SUFFIXES:
         raise ValueError(f"{suffix or 'no suffix'} is not an article format; upload "
                          f"{', '.join(SUPPORTED_SUFFIXES)} files")
-    stem = _UNSAFE.sub("-", base[: -len(suffix)]).strip(".-_")[:MAX_NAME] or "upload"
-    return stem + suffix
+    stem = unicodedata.normalize("NFKD", base[: -len(suffix)]).encode("ascii", "ignore").decode("ascii")
+    return (_UNSAFE.sub("-", stem).strip(".-_")[:MAX_NAME] or "upload") + suffix
 
 
 class LiveIndex:

@@ -52,7 +52,7 @@ def r(keyword_index):
 
 def make_turn(r, question, number=1, history=()):
     reading = read_question(question, list(history))
-    ans = answer(r, reading.query)
+    ans = answer(r, reading.query, context=reading.context)
     ids = {c.passage.article_id for c in ans.citations} | {h.article_id for h in ans.hits}
     return Turn(number, reading, ans, corroborate(ans), tuple(r.article(i) for i in sorted(ids)), "")
 
@@ -79,6 +79,18 @@ def test_a_differing_word_is_marked_once_and_tags_are_left_alone():
     assert visible_text(marked) == text
     assert "<b class=\"differs\"><b" not in marked
     assert re.findall(r'<b class="differs">([^<]*)</b>', marked) == ["Bank", "Africa", "Bank", "Africa", "class", "b"]
+
+
+def test_a_date_the_loader_could_not_read_is_shown_whole(r):
+    """A date kept as given ("last Tuesday") is not cut to ten characters; an ISO time is left out."""
+    turn = make_turn(r, "Which school was hit with cluster munitions?")
+    first, *rest = turn.answer.citations
+    odd = replace(first, passage=first.passage._replace(published="last Tuesday"))
+    timed = [replace(c, passage=c.passage._replace(published="2020-05-11T10:00:00+00:00")) for c in rest]
+    turn = replace(turn, answer=replace(turn.answer, citations=(odd, *timed)))
+    for shown in (sources_html([turn]), export_markdown(turn)):
+        assert "last Tuesday" in shown and "last Tuesd " not in shown and "last Tuesd·" not in shown
+        assert ("2020-05-11" in shown) == bool(rest) and "T10:00" not in shown
 
 
 def test_streaming_shows_the_sentences_one_by_one(r):
@@ -111,6 +123,8 @@ def test_follow_up_says_what_it_was_read_with(r):
     first = read_question("Which school was hit with cluster munitions?")
     turn = make_turn(r, "When did that happen?", 2, [first])
     assert "Read with your earlier question" in visible_text(answer_markdown(turn))
+    chained = make_turn(r, "How many died there?", 3, [first, turn.reading])  # names the question of the topic
+    assert f"Read with your earlier question “{first.question}”" in visible_text(answer_markdown(chained))
 
 
 def test_article_markup_in_cards_stays_text(r):

@@ -19,7 +19,7 @@ FLOOD = "title: Flood\nsource: River News\npublished: 2021-03-02\n\nThe river Od
 @pytest.mark.parametrize("name, safe", [
     ("../../x.txt", "x.txt"), ("..\\..\\evil.md", "evil.md"), ("/etc/passwd.csv", "passwd.csv"),
     (".hidden.txt", "hidden.txt"), ("Ünïcode news (1).TXT", "Unicode-news-1.txt"), ("...txt", "upload.txt"),
-    ("a b;rm -rf.jsonl", "a-b-rm--rf.jsonl"),
+    ("a b;rm -rf.jsonl", "a-b-rm--rf.jsonl"), ("日本.txt", "upload.txt"), ("Новости.JSONL", "upload.jsonl"),
 ])
 def test_safe_filename(name, safe):
     assert safe_filename(name) == safe
