@@ -204,7 +204,7 @@ def interleave(lists: list[list[Hit]], k: int) -> tuple[Hit, ...]:
 
 
 def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Policy(), reader: Reader | None = None,
-           **filters) -> Answer:
+           context: str = "", **filters) -> Answer:
     """Retrieve for question and compose a cited answer, or abstain when the evidence is weak.
 
     With a reader, it judges the top policy.rerank hits and the answer quotes the ones it scores as
@@ -212,8 +212,11 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
 
     A question made of two ("…, and how many …?") is answered part by part. Answer.hits lists the
     answer sentences first, then what else was retrieved (taking turns between the parts).
+
+    context: the earlier questions a follow-up is read with (qa.conversation.Reading.context). Each
+    part is searched and judged with it, but it is never split into parts nor answered on its own.
     """
-    question = " ".join(question.split())
+    question, context = " ".join(question.split()), " ".join(context.split())
     notes = ()
     if len(question) > MAX_QUESTION_CHARS:
         notes = (f"The question was {len(question):,} characters long; only the first "
@@ -229,21 +232,22 @@ def answer(retriever: Retriever, question: str, k: int = 5, policy: Policy = Pol
     answering: set[str] = set()
     best = None
     for part in parts:
+        query = f"{part} {context}" if context else part
         if reader is None:
-            found = tuple(retriever.search(part, k=k, **filters))
-            picked = pick(part, found, policy)
+            found = tuple(retriever.search(query, k=k, **filters))
+            picked = pick(query, found, policy)
         else:
-            found, picked, judged = read(reader, part, retriever.search(part, k=max(k, policy.rerank), **filters),
+            found, picked, judged = read(reader, query, retriever.search(query, k=max(k, policy.rerank), **filters),
                                          policy)
             scores |= judged
             answering |= {i for i, v in judged.items() if v >= answering_threshold(reader, policy)}
             best = max(judged.values(), default=0.0) if best is None else min(best, max(judged.values(), default=0.0))
-        taken = {c.passage.sentence_id for c in chosen}
-        picked = [h for h in picked if h.passage.sentence_id not in taken]
-        if len(parts) > 1:
-            picked = picked[:1]  # each part asks one thing: its best sentence
         if not picked:
             unanswered.append(part)
+        taken = {c.passage.sentence_id for c in chosen}
+        picked = [h for h in picked if h.passage.sentence_id not in taken]  # a part may be answered already
+        if len(parts) > 1:
+            picked = picked[:1]  # each part asks one thing: its best sentence
         chosen += picked
         ranked.append(picked + [h for h in found if h not in picked])
     hits = interleave(ranked, k)

@@ -125,7 +125,8 @@ def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn
     retriever = live.retriever  # one index for the whole answer, even if an upload swaps it meanwhile
     reading = read_question(question, [t.reading for t in turns])
     try:
-        ans = answer(retriever, reading.query, reader=live.reader, sources=sources or None, since=since or None, until=until or None)
+        ans = answer(retriever, reading.query, reader=live.reader, context=reading.context, sources=sources or None,
+                     since=since or None, until=until or None)
     except Exception:  # the chat must say something; the traceback goes to the log
         log.exception("answering %r failed", reading.query)
         yield "", _say(history, "*Something went wrong while searching; the error was logged. Please try "

@@ -28,8 +28,11 @@ MAX_CONTEXT = 3  # earlier questions a chain of follow-ups carries along
 class Reading:
     """How a question was understood: what is searched for, and the earlier question it builds on."""
     question: str  # as asked
-    query: str  # what is searched for: the question, or its words plus the earlier question's
+    query: str  # what is answered: the question, or a follow-up's own words (less empty verbs)
     follows: tuple[str, ...] = ()  # earlier questions it was read with, latest first; () when it stands alone
+    # what is searched for along with the query: the words of the earlier questions (never split
+    # into questions of their own: qa.answer.answer's context)
+    context: str = ""
 
 
 def is_follow_up(question: str) -> bool:
@@ -54,9 +57,9 @@ def read_question(question: str, history: Sequence[Reading] = ()) -> Reading:
     """Read question in the light of the conversation so far (oldest first).
 
     A follow-up is searched with its own words (less empty verbs like "happen") plus the words of
-    the question it follows, as that question was read: "When did that happen?" after "Which
-    school was hit with cluster munitions?" searches for the school attack. A chain of follow-ups
-    keeps its topic (up to MAX_CONTEXT questions back); one stand-alone question changes the subject.
+    the questions it follows (its context): "When did that happen?" after "Which school was hit
+    with cluster munitions?" searches for the school attack. A chain of follow-ups keeps its topic
+    (up to MAX_CONTEXT questions back); one stand-alone question changes the subject.
     """
     question = " ".join(question.split())
     if not history or not is_follow_up(question):
@@ -64,4 +67,4 @@ def read_question(question: str, history: Sequence[Reading] = ()) -> Reading:
     last = history[-1]
     own = " ".join(w for w in _WORD.findall(question) if w.lower() not in EMPTY_VERBS)
     follows = (last.question, *last.follows)[:MAX_CONTEXT]
-    return Reading(question, " ".join((own, *follows)).strip(), follows=follows)
+    return Reading(question, own, follows=follows, context=" ".join(follows))
