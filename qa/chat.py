@@ -33,8 +33,10 @@ KEEP_TURNS = 20  # turns whose source cards a session keeps
 KEEP_MESSAGES = 100  # chat messages a session keeps (50 questions and answers): state stays bounded
 REFRESH_EVERY = 5.0  # seconds between an open page's looks for a newer index (header, outlets, examples)
 
+# The sources panel scrolls: Gradio sets `overflow: visible` inline on the block, so without
+# !important long cards ran on over "Add articles" and the footer.
 CSS = """
-#sources { max-height: 78vh; overflow-y: auto; }
+#sources { max-height: 78vh; overflow-y: auto !important; }
 #sources .card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px; margin: 8px 0; }
 #sources .card.flash { outline: 3px solid var(--color-accent); transition: outline 0.2s; }
 #sources .badge { font-weight: 700; color: var(--color-accent); margin-right: 4px; }

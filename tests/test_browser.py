@@ -197,6 +197,14 @@ def test_chat_in_the_browser(app, page):
     assert "The articles don't say" in text and "Nearest passages found — not an answer" in text
     assert "not an answer" in page.locator("#sources section.turn").first.inner_text()
 
+    # Long cards scroll inside the sources panel: they do not run on over "Add articles" below it.
+    for summary in page.locator("#sources .card > details > summary").all()[:3]:
+        summary.click()  # "Whole article"
+    panel, below = page.locator("#sources"), page.get_by_text("Add articles", exact=True)
+    assert panel.evaluate("e => e.scrollHeight > e.clientHeight")  # more than the panel shows
+    assert panel.evaluate("e => getComputedStyle(e).overflowY") in ("auto", "scroll")  # Gradio's inline style lost
+    assert panel.bounding_box()["y"] + panel.bounding_box()["height"] <= below.bounding_box()["y"]
+
     # Uploads: a bad file is rejected and nothing is lost; a good one answers at once.
     (work / "bad.txt").write_bytes(b"\x00\x01binary")
     status = upload(page, [str(work / "bad.txt")], "bad.txt")
