@@ -198,7 +198,14 @@ def served(live: LiveIndex) -> int:
 def refresh(live: LiveIndex):
     """(header, outlets, chat examples) for the index served now."""
     v = view(live.retriever, live.reader)
-    return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None)
+    return v.header, source_choices(live), gr.update(examples=[{"text": q} for q in v.examples] or None,
+                                                     placeholder=placeholder(v.articles))
+
+
+def placeholder(articles: int) -> str:
+    """What the empty chat says (it follows uploads and `qa index`, as the header does)."""
+    return (f"Ask about the {articles:,} article{'' if articles == 1 else 's'} in the archive. "
+            "Answers are sentences quoted from them, each with its source.")
 
 
 def sources_panel(turns: list[Turn]) -> tuple[str, str]:
@@ -234,8 +241,7 @@ def build_ui(live: LiveIndex) -> gr.Blocks:
                     label="Answers", height=540, elem_id="answers", latex_delimiters=[], allow_tags=False,
                     buttons=[], feedback_options=None, sanitize_html=True,
                     examples=[{"text": q} for q in first.examples] or None,
-                    placeholder=f"Ask about the {first.articles:,} articles in the archive. "
-                                "Answers are sentences quoted from them, each with its source.")
+                    placeholder=placeholder(first.articles))
                 with gr.Row():
                     box = gr.Textbox(placeholder="Ask a question and press Enter", show_label=False, scale=8,
                                      autofocus=True, elem_id="question", max_lines=4, max_length=MAX_QUESTION_CHARS)

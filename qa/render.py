@@ -229,9 +229,15 @@ def header_html(stats: Stats, undated: int, reader: bool = False) -> str:
         mode = "search: keywords only" + (f" ({stats.mode_reason.removeprefix('keyword-only: ')})"
                                           if stats.mode_reason else "")
     mode += "; answers: the reader" if reader else "; answers: rules (no reader)"
-    items = [f"<b>{stats.articles:,}</b> articles", f"<b>{stats.sentences:,}</b> sentences", e(dates),
-             f"{len(stats.sources)} outlets" if stats.sources else "no outlet names", e(hide_paths(mode))]
+    items = [_count(stats.articles, "article", "<b>{:,}</b>"), _count(stats.sentences, "sentence", "<b>{:,}</b>"),
+             e(dates), _count(len(stats.sources), "outlet") if stats.sources else "no outlet names",
+             e(hide_paths(mode))]
     return "<div class='stats'>" + " · ".join(items) + "</div>"
+
+
+def _count(n: int, noun: str, number: str = "{:,}") -> str:
+    """"1 outlet", "2 outlets"."""
+    return f"{number.format(n)} {noun}{'' if n == 1 else 's'}"
 
 
 def _md_plain(text: str) -> str:

@@ -151,6 +151,8 @@ def test_header_in_hybrid_mode_names_the_model_not_its_path():
     text = visible_text(header_html(stats, undated=0, reader=True))
     assert "keywords + minilm" in text and "/srv" not in text and "2 outlets" in text
     assert "1,200 articles" in text and "undated" not in text and "answers: the reader" in text
+    one = visible_text(header_html(Stats(1, 1, "", "", ("AFP",), Mode(PRETRAINED, "minilm"), ""), undated=0))
+    assert "1 article ·" in one and "1 sentence ·" in one and "1 outlet ·" in one
 
 
 def test_header_says_when_answers_fall_back_to_rules():

@@ -9,6 +9,7 @@ import pytest
 
 from qa.answer import answer
 from qa import Retriever
+from qa.chat import refresh
 from qa.index import build_index
 from qa.sentences import load_splitter
 from qa.uploads import LiveIndex, safe_filename
@@ -61,6 +62,8 @@ def test_upload_is_answerable_at_once(live, tmp_path):
     assert not ans.abstained and ans.citations[0].passage.source == "River News"
     assert archive(live) == {**before, "flood": "The river Oder flooded Frankfurt on Tuesday."}
     assert "River News" in live.retriever.stats().sources
+    header, _, chat = refresh(live)  # what every open page shows once it sees the new index
+    assert "<b>3</b> articles" in header and "Ask about the 3 articles" in chat["placeholder"]
 
 
 @pytest.mark.parametrize("name, data, message", [
