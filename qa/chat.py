@@ -12,9 +12,9 @@ from qa.answer import answer
 from qa.articles import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, filter_day
 from qa.conversation import read_question
 from qa.reader import Reader, open_reader
-from qa.corroborate import corroborate
-from qa.render import (SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html, hide_paths,
-                       question_markdown, scope_words, sources_html)
+from qa.corroborate import also_answering, corroborate
+from qa.render import (MAX_ALSO, SEARCHING, Turn, answer_markdown, escape_md, export_markdown, header_html,
+                       hide_paths, question_markdown, scope_words, sources_html)
 from qa.login import LoginLimiter
 from qa.retrieve import MAX_QUESTION_CHARS, Retriever
 from qa.uploads import Added, LiveIndex
@@ -134,10 +134,11 @@ def respond(live: LiveIndex, message: str, history: list[dict], turns: list[Turn
         yield "", _say(history, "*Something went wrong while searching; the error was logged. Please try "
                                 "again.*"), turns, gr.skip(), gr.skip()
         return
-    shown = [c.passage for c in ans.citations] or [h.passage for h in ans.hits[:3]]
+    also = also_answering(ans)
+    shown = [c.passage for c in ans.citations] + list(also[:MAX_ALSO]) or [h.passage for h in ans.hits[:3]]
     articles = {p.article_id: retriever.article(p.article_id) for p in shown}
     turn = Turn(turns[-1].number + 1 if turns else 1, reading, ans, corroborate(ans),
-                tuple(a for a in articles.values() if a), scope_words(sources or [], since, until))
+                tuple(a for a in articles.values() if a), scope_words(sources or [], since, until), also)
     for parts in range(1, len(turn.agreements)):  # the sentences as they are composed
         yield "", _say(history, answer_markdown(turn, parts)), turns, gr.skip(), gr.skip()
     turns = (turns + [turn])[-KEEP_TURNS:]

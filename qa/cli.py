@@ -10,7 +10,7 @@ from pathlib import Path
 from qa import models
 from qa.answer import Policy
 from qa.articles import filter_day
-from qa.corroborate import corroborate
+from qa.corroborate import also_answering, corroborate
 from qa.distributed import RayUnavailable
 from qa.embed import NO_MODEL
 from qa.index import BuildReport, IndexUnusable, build_index, read_manifest
@@ -114,7 +114,10 @@ def answer_json(ans, policy: Policy = Policy()) -> dict:
                             "reported_by": g.reported_by, "articles_answering": g.matching_articles,
                             "differences": [[{"words": " ".join(r.words), "citations": list(r.citations)}
                                              for r in d.readings] for d in g.differences]}
-                           for g in corroborate(ans, policy)]}
+                           for g in corroborate(ans, policy)],
+            "also_answering": [{"article_id": p.article_id, "title": p.title, "source": p.source,
+                                "published": p.published, "sentence": p.text, "start": p.start, "end": p.end}
+                               for p in also_answering(ans, policy)]}
 
 
 def format_answer(ans, policy: Policy = Policy()) -> str:
@@ -130,6 +133,10 @@ def format_answer(ans, policy: Policy = Policy()) -> str:
         p = c.passage
         meta = ", ".join(x for x in (p.source, p.published) if x)
         lines.append(f"[{c.n}] {p.title or p.article_id}{f' ({meta})' if meta else ''}, sentence {p.index + 1}: {p.text}")
+    also = also_answering(ans, policy)
+    if also:
+        lines.append("Also counted as answering, not quoted:")
+        lines += [f"  - {p.title or p.article_id}: {p.text}" for p in also]
     if ans.abstained and ans.hits:
         lines.append("Nearest passages (not an answer):")
         lines += [f"  - {h.passage.article_id}: {h.text}" for h in ans.hits[:3]]

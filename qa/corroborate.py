@@ -132,8 +132,7 @@ def corroborate(ans: Answer, policy: Policy = Policy()) -> tuple[Agreement, ...]
     """
     if ans.abstained:
         return ()
-    strong = (lambda h: h.passage.sentence_id in ans.answering) if ans.judged_by == READER \
-        else (lambda h: supported(h, policy))
+    strong = _strong(ans, policy)
     matching = len({p.article_id for h in ans.hits if strong(h) for p in h.sources})
     out = []
     for hit in _cited_hits(ans):
@@ -142,6 +141,30 @@ def corroborate(ans: Answer, policy: Policy = Policy()) -> tuple[Agreement, ...]
         out.append(Agreement(hit.text, cites, max(matching, len(cites)),
                              differences([c.passage for c in cites], [c.n for c in cites])))
     return tuple(out)
+
+
+def also_answering(ans: Answer, policy: Policy = Policy()) -> tuple[Passage, ...]:
+    """The articles that "Reported by 2 of 3" counts among those that answer but the answer does not
+    cite: for each, its passage from the retrieved hits strong enough to answer, best hit first.
+    Shown under the answer, so that every article counted can be read (it may say otherwise)."""
+    if ans.abstained:
+        return ()
+    strong, seen, out = _strong(ans, policy), {c.passage.article_id for c in ans.citations}, []
+    for h in ans.hits:
+        if strong(h):
+            for p in h.sources:
+                if p.article_id not in seen:
+                    seen.add(p.article_id)
+                    out.append(p)
+    return tuple(out)
+
+
+def _strong(ans: Answer, policy: Policy):
+    """Whether a hit is strong enough to answer with: the reader judged it answering, or, without a
+    reader, it is supported by policy."""
+    if ans.judged_by == READER:
+        return lambda h: h.passage.sentence_id in ans.answering
+    return lambda h: supported(h, policy)
 
 
 def _cited_hits(ans: Answer) -> list[Hit]:

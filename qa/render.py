@@ -23,6 +23,7 @@ _ABS_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.@+-]+){2,}/?")
 MAX_SHOWN_QUESTION = 500  # characters of a question repeated in the chat
 MAX_ARTICLE_CHARS = 200_000  # of a whole article in its source card
 SEARCHING = "*Searching the articles…*"
+MAX_ALSO = 5  # articles counted as answering but not quoted that an answer lists (and gives cards)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Turn:
     agreements: tuple[Agreement, ...]
     articles: tuple[Article, ...]  # every article cited or shown as a nearest passage
     scope: str  # the filters in words, '' for the whole archive
+    # passages of the articles "Reported by 2 of 3" counts but the answer does not cite
+    # (qa.corroborate.also_answering): listed under the answer, with cards
+    also: tuple[Passage, ...] = ()
 
 
 def escape_md(text: str) -> str:
@@ -83,7 +87,20 @@ def answer_markdown(turn: Turn, parts: int | None = None) -> str:
                                   + "".join(_marker(turn.number, n) for n in r.citations) for r in d.readings)
             block.append(f"*The articles differ here:* {readings} *(all readings shown)*")
         lines.append("  \n".join(block))
+    if turn.also and len(shown) == len(turn.agreements):
+        lines.append(_also(turn))
     return "\n\n".join(lines)
+
+
+def _also(turn: Turn) -> str:
+    """The articles counted as answering that the answer does not quote: what each says, as a list."""
+    articles, shown = {a.id: a for a in turn.articles}, turn.also[:MAX_ALSO]
+    out = [_framing("Also counted as answering, in articles not quoted above:")]
+    out += [f"{i}. “{escape_md(p.text)}” — {escape_md(_label(p, articles.get(p.article_id)))} "
+            f'<a class="cite" href="#also-{turn.number}-{i}">[see]</a>' for i, p in enumerate(shown, start=1)]
+    if len(turn.also) > len(shown):
+        out.append(_framing(f"… and {len(turn.also) - len(shown)} more."))
+    return "\n".join(out)
 
 
 def scope_words(sources: list[str], since: str, until: str) -> str:
@@ -190,6 +207,10 @@ def turn_html(turn: Turn) -> str:
             p = c.passage
             cards.append(_card(f"src-{turn.number}-{c.n}", f"[{c.n}]", p, articles.get(p.article_id),
                                tuple(differs.get(c.n, ()))))
+        if turn.also:
+            cards.append("<p class='not-answer'>Also counted as answering — <b>not quoted</b>.</p>")
+            cards += [_card(f"also-{turn.number}-{i}", "not quoted", p, articles.get(p.article_id))
+                      for i, p in enumerate(turn.also[:MAX_ALSO], start=1)]
     elif ans.hits:
         cards.append("<p class='not-answer'>Nearest passages found — <b>not an answer</b>.</p>")
         for i, h in enumerate(ans.hits[:3], start=1):
@@ -266,9 +287,15 @@ def export_markdown(turn: Turn) -> str:
                 for r in d.readings) + "_")
         lines.append("")
     for c in ans.citations:
-        p = c.passage
-        where = ", ".join(x for x in (p.source or "outlet not given", _day(p.published) or "undated") if x)
-        link = f" <{p.url}>" if re.fullmatch(r"https?://[^\s<>]+", p.url) else ""
-        lines.append(f"[{c.n}] {_md_plain(_title(articles.get(p.article_id), p))} — {_md_plain(where)}, "
-                     f"article {_md_plain(p.article_id)}, sentence {p.index + 1}: “{_md_plain(p.text)}”{link}")
+        lines.append(f"[{c.n}] {_source_md(c.passage, articles)}")
+    if turn.also:
+        lines += ["", "_Also counted as answering, not quoted:_"]
+        lines += [f"- {_source_md(p, articles)}" for p in turn.also]
     return "\n".join(lines).rstrip()
+
+
+def _source_md(p: Passage, articles: dict[str, Article]) -> str:
+    where = ", ".join(x for x in (p.source or "outlet not given", _day(p.published) or "undated") if x)
+    link = f" <{p.url}>" if re.fullmatch(r"https?://[^\s<>]+", p.url) else ""
+    return (f"{_md_plain(_title(articles.get(p.article_id), p))} — {_md_plain(where)}, "
+            f"article {_md_plain(p.article_id)}, sentence {p.index + 1}: “{_md_plain(p.text)}”{link}")

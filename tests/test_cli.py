@@ -33,7 +33,8 @@ def test_index_then_ask_json(tmp_path, corpus_dir):
     done = run_qa("ask", "How many civilians were killed near the hospital in Ariha?", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"question", "answer", "abstained", "citations", "agreements"}
+    assert set(out) == {"question", "answer", "abstained", "citations", "agreements", "also_answering"}
+    assert out["also_answering"] == []  # both articles that answer are cited
     assert out["abstained"] is False and "11 civilians" in out["answer"]
     assert len(out["citations"]) == 2 and all(set(c) == CITATION_KEYS for c in out["citations"])
     assert [c["n"] for c in out["citations"]] == [1, 2]
@@ -48,7 +49,7 @@ def test_index_then_ask_json(tmp_path, corpus_dir):
     done = run_qa("ask", "What is the capital of France?", "--json", cwd=tmp_path)
     assert json.loads(done.stdout) == {"question": "What is the capital of France?",
                                        "answer": "The articles don't say.", "abstained": True, "citations": [],
-                                       "agreements": []}
+                                       "agreements": [], "also_answering": []}
 
 
 def test_in_process_index_and_ask(tmp_path, corpus_dir, capsys, monkeypatch):

@@ -1,12 +1,18 @@
 """Corroboration: who reports each answer sentence, and the details they word differently."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from qa.answer import answer
 from qa import Retriever
-from qa.corroborate import Reading, corroborate, details, differences
+from qa.conversation import read_question
+from qa.corroborate import Reading, also_answering, corroborate, details, differences
+from qa.index import build_index
+from qa.render import Turn, answer_markdown, export_markdown, sources_html
 from qa.retrieve import Passage
+from qa.sentences import load_splitter
 
 
 def passage(text: str, article: str = "a") -> Passage:
@@ -89,3 +95,40 @@ def test_every_citation_belongs_to_one_agreement_in_order(r):
 
 def test_abstention_has_no_agreements(r):
     assert corroborate(answer(r, "What is the capital of France?")) == ()
+    assert also_answering(answer(r, "What is the capital of France?")) == ()
+
+
+def test_every_article_counted_as_answering_is_cited_or_listed(r):
+    ans = answer(r, "How many civilians were killed near the hospital?")
+    assert also_answering(ans) == ()  # both articles are cited: nothing more to show
+
+
+CORRECTION = ("title: Correction\nsource: Iberia Daily\npublished: 2020-05-12\n\n"
+              "An earlier report misstated the death toll in Ariha; Amnesty said 12 civilians were killed.\n")
+
+
+@pytest.fixture(scope="module")
+def corrected(tmp_path_factory, corpus_dir):
+    """The default corpus and a third article that gives another death toll."""
+    corpus = tmp_path_factory.mktemp("corrected") / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    (corpus / "correction.txt").write_text(CORRECTION, encoding="utf-8")
+    build_index(corpus, corpus.parent / "index", load_splitter(), None, mode_reason="keyword-only: test",
+                progress=False)
+    return Retriever.load(corpus.parent / "index")
+
+
+def test_an_article_counted_but_not_quoted_is_shown_with_what_it_says(corrected):
+    """"Reported by 2 of 3": the third article (12 civilians, not 11) is listed under the answer
+    and has a card, so every article counted can be read."""
+    ans = answer(corrected, "How many people were killed in Ariha?")
+    (g, *_) = corroborate(ans)
+    (also,) = also_answering(ans)
+    assert (g.reported_by, g.matching_articles) == (2, 3) and also.article_id == "correction"
+    assert {c.passage.article_id for c in ans.citations} | {also.article_id} == set(corrected.article_ids)
+    turn = Turn(1, read_question(ans.question), ans, corroborate(ans),
+                tuple(corrected.article(i) for i in corrected.article_ids), "", (also,))
+    message = answer_markdown(turn)
+    assert "Also counted as answering" in message and "12 civilians" in message and "#also-1-1" in message
+    assert "id='also-1-1'" in sources_html([turn]) and "12 civilians" in export_markdown(turn)
+    assert len(turn.agreements) == 2 and "Also counted" not in answer_markdown(turn, 1)  # once all is shown
