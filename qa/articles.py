@@ -104,8 +104,9 @@ class CorpusReader:
     articles reusing an earlier id with different text are skipped with a Problem.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        """Lists the corpus's files; raises FileNotFoundError when `path` does not exist, reports the rest."""
+    def __init__(self, path: str | Path, exclude: Iterable[Path] = ()) -> None:
+        """Lists the corpus's files; raises FileNotFoundError when `path` does not exist, reports the rest.
+        exclude: folders left out (an index kept inside its corpus folder is not read as articles)."""
         root = Path(path)
         if not root.exists():
             raise FileNotFoundError(f"corpus path {str(root)!r} does not exist; pass a folder of articles or one "
@@ -116,7 +117,7 @@ class CorpusReader:
         self._id_by_text: dict[str, str] = {}
         self._where_by_id: dict[str, str] = {}
         if root.is_dir():
-            for rel, file in _walk(root, self.report):
+            for rel, file in _walk(root, self.report, exclude):
                 suffix = file.suffix.lower()
                 if suffix in SUPPORTED_SUFFIXES:
                     self._list(rel, file)
@@ -142,6 +143,12 @@ class CorpusReader:
                     yield article
 
     def _list(self, rel: str, path: Path) -> None:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the file system gave that are no UTF-8: the store cannot name it
+            self.report(rel.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"),
+                        "skipped: the file name is not valid UTF-8; rename the file")
+            return
         try:
             stat = path.stat()
         except OSError as e:
@@ -184,13 +191,14 @@ def load_corpus(path: str | Path) -> LoadResult:
     return LoadResult(found, tuple(reader.problems), tuple(reader.duplicates))
 
 
-def parse_text_article(raw: str, article_id: str, origin: str = "") -> Article:
+def parse_text_article(raw: str, article_id: str, origin: str = "", markdown: bool = False) -> Article:
     """Parse the .txt/.md format: optional header lines at the top, then the body.
 
     Headers are `title:`, `source:`, `url:` and `published:`/`date:` lines (any case, any order, blank lines
     allowed between them), and the seed corpus's `date YYYY-MM-DD` prefix, whose line goes on with body text.
     The body keeps its internal text as given, with line endings normalised to '\\n' and outer whitespace
-    stripped; a body that begins with such a `key: value` line is read as a header.
+    stripped; a body that begins with such a `key: value` line is read as a header. markdown (a .md
+    file): with no `title:` line, a heading on the body's first line ("# Storm in Oslo") is the title.
     Raises ValueError when the id is empty or no body text is left.
     """
     if not article_id:
@@ -213,9 +221,14 @@ def parse_text_article(raw: str, article_id: str, origin: str = "") -> Article:
             break
         i += 1
     body = "\n".join(lines[i:]).strip()
+    if markdown and "title" not in fields and (m := _MD_HEADING.match(body)) and body[m.end():].strip():
+        fields["title"], body = m[1], body[m.end():].strip()
     if not body:
         raise ValueError(f"article {article_id!r} has no body text after its header lines")
     return _make_article(article_id, body, origin, **fields)
+
+
+_MD_HEADING = re.compile(r"#{1,6}[ \t]+([^\n]*?)[ \t#]*(?:\n|$)")  # "# Title", "## Title ##"
 
 
 def article_warnings(article: Article) -> tuple[str, ...]:
@@ -271,21 +284,25 @@ def text_key(text: str) -> str:
     return hashlib.sha1(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
-def _walk(root: Path, report: Report) -> list[tuple[str, Path]]:
+def _walk(root: Path, report: Report, exclude: Iterable[Path] = ()) -> list[tuple[str, Path]]:
     """Regular, non-hidden files under `root` as (posix path relative to root, path), sorted by that path.
 
     Links to folders are not followed (their files inside the corpus are found where they are); links
     to files are followed only when the file is inside the corpus. Others are reported, as are loops.
+    Folders in exclude (and everything under them) are left out.
     """
     found = []
     real_root = root.resolve()
+    left_out = {p.resolve() for p in exclude}
+    if real_root in left_out:
+        return found
 
     def unreadable(error: OSError) -> None:
         where = Path(error.filename or root).relative_to(root).as_posix()
         report(where, f"skipped: cannot read folder ({error.strerror})")
 
     for folder, dirs, files in os.walk(root, onerror=unreadable):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and Path(folder, d).resolve() not in left_out]
         for name in dirs:
             if Path(folder, name).is_symlink():
                 _check_link(Path(folder, name), root, real_root, report)
@@ -353,7 +370,7 @@ def _load_text(file: CorpusFile, report: Report) -> Iterator[tuple[str, Article]
         report(file.rel, "skipped: empty file")
         return
     try:
-        yield file.rel, parse_text_article(text, _file_id(file.rel), file.rel)
+        yield file.rel, parse_text_article(text, _file_id(file.rel), file.rel, file.path.suffix.lower() == ".md")
     except ValueError as e:
         report(file.rel, f"skipped: {e}")
 

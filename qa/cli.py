@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def format_answer(ans, policy: Policy = Policy()) -> str:
     return "\n".join(lines)
 
 
+# What a build that stops on an error or Ctrl-C leaves: the generation published last (qa.index).
+KEPT = {"index": "; the index stays as it was last published", "serve": "; the index stays as it was last published"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     except (IndexUnusable, FileNotFoundError, RayUnavailable, FilterError) as e:
         print(f"qa: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("qa: interrupted" + KEPT.get(args.command, ""), file=sys.stderr)
+        return 130
+    except (OSError, sqlite3.Error) as e:  # a full disk, a folder that cannot be written, a damaged store
+        log.debug("failed", exc_info=True)
+        print(f"qa: {e}" + KEPT.get(args.command, ""), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,11 +21,13 @@ faiss is imported here only; bm25s only as the reference the keyword postings ar
 """
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -142,10 +144,18 @@ def generation_name(index_dir: str | Path) -> str:
 
 
 def _read_name(path: Path) -> str:
+    """The generation named in path ('' when there is none, or path holds no generation's name)."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        name = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return ""
+    except (UnicodeDecodeError, IsADirectoryError):
+        name = "?"
+    if name and not re.fullmatch(r"gen-[\w.-]+", name, re.ASCII):
+        raise IndexUnusable(f"{path} is damaged: it names no generation of the index. Rebuild the index with "
+                            f"qa index CORPUS --index {path.parent} --rebuild, or write the name of one of its "
+                            "gen-… folders into it")
+    return name
 
 
 def live_generation(index_dir: Path) -> Path | None:
@@ -318,11 +328,13 @@ def open_segments(gen: Path, manifest: Manifest, load_vectors: bool = True) -> l
 # -- writing a segment ---------------------------------------------------------------------------
 
 def _date_number(published: str) -> int:
-    """YYYYMMDD of an ISO date (0 when there is none), for date filters as integer comparisons."""
+    """YYYYMMDD of an ISO date (0 when there is none, or it is no day: '2020-13-45' kept as given), for
+    date filters as integer comparisons."""
     d = published[:10]
-    if len(d) == 10 and d[4] == "-" and d[7] == "-" and (d[:4] + d[5:7] + d[8:]).isdigit():
-        return int(d[:4] + d[5:7] + d[8:])
-    return 0
+    try:
+        return int(datetime.date.fromisoformat(d).strftime("%Y%m%d")) if len(d) == 10 else 0
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -733,7 +745,9 @@ class _Build:
     # the plan: which files to read, which stored articles go
 
     def _run(self) -> BuildReport:
-        readers = [articles.CorpusReader(self.root)] + [articles.CorpusReader(p) for p in self.staged]
+        # an index kept inside its corpus folder is not read as articles
+        readers = [articles.CorpusReader(self.root, exclude=(self.index_dir,))] + \
+            [articles.CorpusReader(p) for p in self.staged]
         for r in readers:
             self.problems += r.problems
         files = [(f, _origin(f.rel, self.root)) for f in readers[0].files] + \
@@ -741,7 +755,15 @@ class _Build:
         records = store.latest(store.file_records(seg.db) for seg in self.segments)
         live_origins = {o for seg in self.segments for o in store.origins(seg.db)}
         present = {o for _, o in files}
-        changed = [(f, o) for f, o in files if not self._unchanged(f, records.get(o))]
+        changed = []
+        for f, o in files:
+            try:
+                if not self._unchanged(f, records.get(o)):
+                    f.sha1()  # read now: a file that cannot be read is left as it was indexed
+                    changed.append((f, o))
+            except OSError as e:  # unreadable, or gone since the folder was listed
+                self.problems.append(Problem(f.rel, f"skipped: cannot read file ({e.strerror or e}); what was "
+                                                    "indexed from it is kept"))
         gone = sorted(o for o in live_origins if o not in present and _in_scope(o, self.root))
         self.deleted: dict[int, set[int]] = {i: set() for i in range(len(self.segments))}
         removed = self._delete_from(gone)
@@ -809,6 +831,7 @@ class _Build:
                     by_reader.setdefault(i, []).append(f)
         keys_here: dict[str, str] = {}
         seen: set[str] = set()
+        indexed_from: set[str] = set()  # files an article is indexed from, written now or kept where it is
         self.repeated_ids: set[str] = set()
         added = updated = 0
         writer = None
@@ -823,11 +846,16 @@ class _Build:
                 seen.add(article.id)
                 old = old_articles.get(article.id)
                 if old is not None and old[1].content_hash == article.content_hash:
+                    indexed_from.add(origin)
                     continue  # unchanged, where it is
-                if old is None and self._find_live(store.articles_by_id, [article.id]):
-                    self.problems.append(Problem(f.rel, f"skipped {article.id!r}: the id is already used by an "
-                                                        "article of another file; give one of them another id"))
-                    continue
+                if old is None:
+                    clash = self._find_live(store.articles_by_id, [article.id])
+                    if clash and (not clash[0][1].origin or os.path.exists(clash[0][1].origin)):
+                        self.problems.append(Problem(f.rel, f"skipped {article.id!r}: the id is already used by an "
+                                                            "article of another file; give one of them another id"))
+                        continue
+                    if clash:  # its file is gone (the corpus folder moved or was renamed): this one replaces it
+                        old = clash[0]
                 key = prepared.key if isinstance(prepared, Deferred) else text_key(article.text)
                 # an article of a file being read again is no repeat: that file decides what it holds now
                 repeat = keys_here.get(key) or next(
@@ -846,6 +874,7 @@ class _Build:
                 else:
                     added += 1
                 keys_here[key] = article.id
+                indexed_from.add(origin)
                 if writer is None:
                     writer = SegmentWriter(self._new_folder())
                 before = writer.sentences
@@ -859,7 +888,10 @@ class _Build:
                     self._checkpoint()
         bar.close()
         if writer is not None:  # the changed files' records go with the last segment: now they are indexed
-            self._flush(writer, records)
+            # but not those of files none of whose articles is indexed (each was a repeat of another
+            # file's, an id clash, or unreadable): they are read again next time, when the article they
+            # repeat may be gone
+            self._flush(writer, [r for r in records if r.origin in indexed_from])
         return added, updated, seen
 
     def _stream(self, reader: "articles.CorpusReader", files, embed: bool, known: np.ndarray | None) -> Iterator[
@@ -1138,7 +1170,10 @@ def _publish(index_dir: Path, gen: Path, keep: tuple[Path | None, ...] = ()) -> 
     The replaced generation stays: a reader that opened it a moment ago may still be reading it.
     Call with the writer lock held.
     """
-    live = generation_name(index_dir)
+    try:
+        live = generation_name(index_dir)
+    except IndexUnusable:  # a damaged CURRENT (a rebuild replaces it): nothing to keep as PREVIOUS
+        live = ""
     if live and live != gen.name:
         _write_atomically(index_dir / "PREVIOUS", live)
     _write_atomically(index_dir / "CURRENT", gen.name)
@@ -1148,7 +1183,11 @@ def _publish(index_dir: Path, gen: Path, keep: tuple[Path | None, ...] = ()) -> 
 def _remove_orphans(index_dir: Path, also: tuple[Path | None, ...] = ()) -> None:
     """Delete every generation but CURRENT's, PREVIOUS's and also's (killed builds leave them) and dead
     writers' temporary files. Call with the writer lock held: then no other build is in progress."""
-    keep = {generation_name(index_dir), _read_name(index_dir / "PREVIOUS")} | {p.name for p in also if p}
+    try:
+        keep = {generation_name(index_dir), _read_name(index_dir / "PREVIOUS")} | {p.name for p in also if p}
+    except IndexUnusable as e:  # CURRENT or PREVIOUS damaged: which generation is live is unknown, keep them all
+        log.warning("%s", e)
+        return
     for path in index_dir.glob("gen-*"):
         if path.name not in keep:
             log.info("removing %s: not the live or the previous generation", path)

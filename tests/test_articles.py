@@ -357,3 +357,14 @@ def test_an_article_file_over_the_limit_is_skipped_per_article(tmp_path, monkeyp
     monkeypatch.setattr(articles, "MAX_ARTICLE_BYTES", 1000)
     result = load_corpus(tmp_path)
     assert len(result.articles) == 200 and "limit per article" in messages(result, "big.md")[0]
+
+
+def test_a_markdown_heading_is_the_title_of_a_md_file(tmp_path):
+    write(tmp_path, "storm.md", "# Storm in Oslo\n*By staff*\n\nThe storm hit Oslo on Monday.\n")
+    write(tmp_path, "titled.md", "title: Given\n\n# A heading in the body\nText.\n")
+    write(tmp_path, "plain.txt", "# Not markdown here\nText.\n")
+    write(tmp_path, "only.md", "# Only a heading\n")
+    got = {a.id: (a.title, a.text) for a in load_corpus(tmp_path).articles}
+    assert got["storm"] == ("Storm in Oslo", "*By staff*\n\nThe storm hit Oslo on Monday.")
+    assert got["titled"] == ("Given", "# A heading in the body\nText.")
+    assert got["plain"] == ("", "# Not markdown here\nText.") and got["only"] == ("", "# Only a heading")

@@ -113,3 +113,14 @@ def test_ask_searches_only_the_outlets_and_dates_asked_for(tmp_path, capsys, mon
     assert code == 2 and "--until 'soon' is not a date" in err
     assert main(["ask", "When did the Vale river dam open?", "--index", ix, "--source", "River Post"]) == 0
     assert capsys.readouterr().out.startswith("Searched only River Post.\n")
+
+
+def test_an_index_path_that_cannot_be_used_is_a_message_not_a_traceback(tmp_path, corpus_dir, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["ask", "Who documented the attacks?", "--index", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qa: ") and "Not a directory" in err and "Traceback" not in err
+    (tmp_path / "ix" / "LOCK").mkdir(parents=True)
+    assert main(["index", str(corpus_dir), "--index", str(tmp_path / "ix"), "--model", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "Is a directory" in err and "stays as it was last published" in err

@@ -595,3 +595,111 @@ def test_known_articles_are_told_apart_by_id_and_version():
     assert len(keys) == 2000 and all(is_known(keys, i, "v1") for i in ids) and is_known(keys, nul, "v1")
     assert not any(is_known(keys, i, "v2") for i in ids) and not is_known(keys, "b0", "v1")
     assert not is_known(known_keys([]), "a0", "v1")
+
+
+def _kw(corpus, index):
+    return build_index(corpus, index, load_splitter(), None, mode_reason="keyword-only: test", progress=False)
+
+
+def _texts(index) -> dict[str, str]:
+    r = Retriever.load(index)
+    try:
+        return {i: r.article(i).text for i in r.article_ids}
+    finally:
+        r.close()
+
+
+def test_a_copy_is_indexed_once_its_original_is_deleted(tmp_path):
+    """A file whose only article repeats another file's is read again: when the original goes, the copy
+    is indexed (it was recorded as indexed and never read again: the fact was lost)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("e.txt", "f.txt"):
+        (corpus / name).write_text("The Garonne flooded 12 villages on Monday.\n")
+    assert _kw(corpus, tmp_path / "ix").duplicates == (("f", "e"),)
+    (corpus / "e.txt").unlink()
+    report = _kw(corpus, tmp_path / "ix")
+    assert (report.added, report.removed) == (1, 1)
+    assert _texts(tmp_path / "ix") == {"f": "The Garonne flooded 12 villages on Monday."}
+
+
+def test_a_moved_corpus_folder_takes_its_articles_along(tmp_path):
+    """Stored origins are absolute paths: after the folder moves, an edit and a deletion still apply
+    (the same id from a file that is gone is replaced, not refused as a clash)."""
+    old, new = tmp_path / "old" / "news", tmp_path / "new" / "news"
+    old.mkdir(parents=True)
+    (old / "tram.txt").write_text("The Lyon tram line cost 5 million euros.\n")
+    (old / "bus.txt").write_text("The Lyon bus line cost 2 million euros.\n")
+    _kw(old, tmp_path / "ix")
+    old.parent.rename(tmp_path / "new")
+    (new / "tram.txt").write_text("The Lyon tram line cost 7 million euros.\n")
+    report = _kw(new, tmp_path / "ix")
+    assert not report.problems and report.updated == 2
+    assert _texts(tmp_path / "ix")["tram"] == "The Lyon tram line cost 7 million euros."
+    (new / "tram.txt").unlink()
+    _kw(new, tmp_path / "ix")
+    assert set(_texts(tmp_path / "ix")) == {"bus"}
+
+
+def test_an_index_inside_its_corpus_folder_is_not_read_as_articles(tmp_path):
+    corpus = tmp_path / "articles"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The Bergen fish market sold 20 tonnes of cod.\n")
+    _kw(corpus, corpus / "index")
+    (corpus / "b.txt").write_text("The Oslo opera sold 900 tickets.\n")
+    report = _kw(corpus, corpus / "index")
+    assert set(_texts(corpus / "index")) == {"a", "b"} and not report.problems
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"),
+                                   FileNotFoundError(2, "No such file or directory")])
+def test_a_file_that_cannot_be_read_is_skipped_and_what_it_held_is_kept(tmp_path, corpus_dir, monkeypatch, error):
+    """Unreadable, or gone between listing and reading: a problem line, the rest indexed, nothing lost."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    _kw(corpus, tmp_path / "ix")
+    before = _texts(tmp_path / "ix")
+    (corpus / "new.txt").write_text("The Kosice mine employs 300 people.\n")
+    first = sorted(corpus.glob("0*.txt"))[0]
+    first.write_text(first.read_text() + "\nA line added later.\n")
+    sha1 = index_mod.articles.CorpusFile.sha1
+
+    def refuse(self):
+        if self.path.name == first.name:
+            raise error
+        return sha1(self)
+    monkeypatch.setattr(index_mod.articles.CorpusFile, "sha1", refuse)
+    report = _kw(corpus, tmp_path / "ix")
+    assert [p.path for p in report.problems] == [first.name] and "cannot read file" in report.problems[0].message
+    assert _texts(tmp_path / "ix") == {**before, "new": "The Kosice mine employs 300 people."}
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_a_problem(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("The Jihlava bridge has 4 arches.\n")
+    try:
+        (corpus / "caf\udce9.txt").write_text("The Brno dam has 9 gates.\n")
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system does not take file names that are not UTF-8")
+    report = _kw(corpus, tmp_path / "ix")
+    assert set(_texts(tmp_path / "ix")) == {"good"}
+    assert [p.message for p in report.problems] == ["skipped: the file name is not valid UTF-8; rename the file"]
+
+
+@pytest.mark.parametrize("published, day", [("2020-05-11", 20200511), ("2020-05-11T10:00:00+00:00", 20200511),
+                                             ("2020-13-45", 0), ("2020-02-30", 0), ("last Tuesday", 0), ("", 0)])
+def test_only_real_days_are_dates_for_filters(published, day):
+    assert index_mod._date_number(published) == day
+
+
+def test_a_damaged_current_is_a_clear_error_and_a_rebuild_mends_it(tmp_path, corpus_dir):
+    _kw(corpus_dir, tmp_path / "ix")
+    gens = sorted(p.name for p in (tmp_path / "ix").glob("gen-*"))
+    (tmp_path / "ix" / "CURRENT").write_bytes(b"\xff\xfe garbage \x00")
+    for attempt in (lambda: Retriever.load(tmp_path / "ix"), lambda: _kw(corpus_dir, tmp_path / "ix")):
+        with pytest.raises(IndexUnusable, match="CURRENT is damaged.*--rebuild"):
+            attempt()
+    assert sorted(p.name for p in (tmp_path / "ix").glob("gen-*")) == gens  # nothing was deleted meanwhile
+    build_index(corpus_dir, tmp_path / "ix", load_splitter(), None, rebuild=True, progress=False)
+    assert len(_texts(tmp_path / "ix")) == 2
