@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
-from qa import models
+from qa import models, store
 from qa.answer import Policy
 from qa.articles import filter_day
 from qa.corroborate import also_answering, corroborate
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qa: interrupted" + KEPT.get(args.command, ""), file=sys.stderr)
         return 130
-    except (OSError, sqlite3.Error) as e:  # a full disk, a folder that cannot be written, a damaged store
+    except (OSError, store.DatabaseError) as e:  # a full disk, a folder that cannot be written, a damaged store
         log.debug("failed", exc_info=True)
         print(f"qa: {e}" + KEPT.get(args.command, ""), file=sys.stderr)
         return 1

@@ -59,6 +59,11 @@ _PASSAGE = ("SELECT s.row, a.id, a.title, a.source, a.published, a.url, s.idx, s
             "JOIN articles a ON a.row = s.article")
 
 
+# What SQLite raises on a store it cannot read or write (damaged, a full disk): for callers that
+# report it without importing sqlite3.
+DatabaseError = sqlite3.Error
+
+
 class StoreError(RuntimeError):
     """A store this program cannot read (another schema version, or not a store at all)."""
 
