@@ -70,7 +70,8 @@ def answer_markdown(turn: Turn, parts: int | None = None) -> str:
     ans, lines = turn.answer, []
     how = []
     if turn.reading.follows:
-        how.append(f"Read with your earlier question “{escape_md(turn.reading.follows[-1])}”.")  # the one that set the topic
+        topic = turn.reading.follows[-1]  # of a chain of follow-ups, the question that set the topic
+        how.append(f"Read with your earlier question “{escape_md(topic)}”.")
     if turn.scope:
         how.append(f"Searched {escape_md(turn.scope)}.")
     if how:
