@@ -8,17 +8,18 @@ import re
 import sys
 from dataclasses import dataclass
 
-# Importing nltk imports scipy.stats (for collocation measures this project never uses): over a
-# second of every command's start-up. nltk falls back without it, so it is kept out while nltk loads.
-_scipy_stats = sys.modules.get("scipy.stats", False)
-if _scipy_stats is False:
-    sys.modules["scipy.stats"] = None  # an import of it raises ImportError
+# Importing nltk imports scipy.stats (for collocation measures) and scikit-learn (for its classifier
+# wrappers and a parser), which this project never uses: over a second of every command's start-up
+# (scikit-learn alone 0.5 s). nltk falls back without them, so they are kept out while nltk loads.
+_KEPT_OUT = [m for m in ("scipy.stats", "sklearn") if m not in sys.modules]
+for _m in _KEPT_OUT:
+    sys.modules[_m] = None  # an import of it raises ImportError
 try:
     import nltk
     from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, load_punkt_params
 finally:
-    if _scipy_stats is False:
-        del sys.modules["scipy.stats"]  # a later import of scipy.stats (sentence-transformers) loads it
+    for _m in _KEPT_OUT:
+        del sys.modules[_m]  # a later import (sentence-transformers) loads it
 
 log = logging.getLogger(__name__)
 

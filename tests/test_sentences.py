@@ -231,3 +231,16 @@ def test_a_huge_paragraph_reaches_punkt_in_bounded_pieces(monkeypatch):
     assert max(seen) <= sentences.MAX_PIECE and len(seen) > 10
     assert all(text[s.start:s.end] == s.text for s in got) and max(len(s.text) for s in got) <= sentences.MAX_PIECE
     assert got[0].text == "The committee met again on Tuesday." and len(got) > 6000
+
+
+def test_loading_the_splitter_leaves_out_what_nltk_would_import_for_nothing() -> None:
+    """scipy.stats and scikit-learn (half a second of every command's start-up) stay unimported, and
+    importable later (sentence-transformers may want them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from qa.sentences import load_splitter; load_splitter(); "  # a failed import leaves parts
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('sklearn', 'scipy.stats'))})); "
+            "import sklearn, scipy.stats; print('later: ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "later: ok"]
