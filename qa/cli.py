@@ -143,8 +143,9 @@ def format_answer(ans, policy: Policy = Policy()) -> str:
     return "\n".join(lines)
 
 
-# What a build that stops on an error or Ctrl-C leaves: the generation published last (qa.index).
-KEPT = {"index": "; the index stays as it was last published", "serve": "; the index stays as it was last published"}
+# What a build (qa index, or the one qa serve starts with) that stops on an error or Ctrl-C leaves:
+# the generation published last (qa.index).
+KEPT = "; the index stays as it was last published"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qa: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("qa: interrupted" + KEPT.get(args.command, ""), file=sys.stderr)
+        print("qa: interrupted" + (KEPT if args.command in ("index", "serve") else ""), file=sys.stderr)
         return 130
     except (OSError, store.DatabaseError) as e:  # a full disk, a folder that cannot be written, a damaged store
         log.debug("failed", exc_info=True)
-        print(f"qa: {e}" + KEPT.get(args.command, ""), file=sys.stderr)
+        print(f"qa: {e}" + (KEPT if args.command in ("index", "serve") else ""), file=sys.stderr)
         return 1
     return 0
 

@@ -30,9 +30,12 @@ class Reading:
     question: str  # as asked
     query: str  # what is answered: the question, or a follow-up's own words (less empty verbs)
     follows: tuple[str, ...] = ()  # earlier questions it was read with, latest first; () when it stands alone
-    # what is searched for along with the query: the words of the earlier questions (never split
-    # into questions of their own: qa.answer.answer's context)
-    context: str = ""
+
+    @property
+    def context(self) -> str:
+        """What is searched for along with the query: the earlier questions' words (never split into
+        questions of their own: qa.answer.answer's context)."""
+        return " ".join(self.follows)
 
 
 def is_follow_up(question: str) -> bool:
@@ -67,4 +70,4 @@ def read_question(question: str, history: Sequence[Reading] = ()) -> Reading:
     last = history[-1]
     own = " ".join(w for w in _WORD.findall(question) if w.lower() not in EMPTY_VERBS)
     follows = (last.question, *last.follows)[:MAX_CONTEXT]
-    return Reading(question, own, follows=follows, context=" ".join(follows))
+    return Reading(question, own, follows=follows)
